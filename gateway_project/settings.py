@@ -1,0 +1,219 @@
+"""Settings, read from the environment (every variable is listed in README.md).
+
+A malformed value stops start-up with one line: ``configuration error: NAME: why``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from .env import (
+    ConfigError,
+    get_bool,
+    get_choice,
+    get_database,
+    get_duration,
+    get_int,
+    get_list,
+    get_redis_url,
+    get_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _secret_key(data_dir: Path) -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in DATA_DIR."""
+    key = get_str("SECRET_KEY")
+    if key:
+        return key
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def _credential_keys(secret_key: str) -> list[str]:
+    """Fernet keys for provider credentials: the first encrypts, all of them decrypt."""
+    keys = get_list("CREDENTIALS_KEYS")
+    for key in keys:
+        try:
+            if len(base64.urlsafe_b64decode(key.encode())) != 32:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                "CREDENTIALS_KEYS: each key must be 32 url-safe base64-encoded bytes "
+                "(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+            ) from None
+    if keys:
+        return keys
+    # Embedded default: derived from SECRET_KEY, so changing SECRET_KEY needs a rotation.
+    digest = hashlib.sha256(b"gateway-credentials:" + secret_key.encode()).digest()
+    return [base64.urlsafe_b64encode(digest).decode()]
+
+
+try:
+    DATA_DIR = Path(get_str("DATA_DIR", str(BASE_DIR / "var")))
+    DEBUG = get_bool("DJANGO_DEBUG", False)
+    SECRET_KEY = _secret_key(DATA_DIR)
+    CREDENTIALS_KEYS = _credential_keys(SECRET_KEY)
+    ALLOWED_HOSTS = get_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+    CSRF_TRUSTED_ORIGINS = get_list("CSRF_TRUSTED_ORIGINS")
+    CORS_ALLOWED_ORIGINS = get_list("CORS_ALLOWED_ORIGINS")
+    DATABASES = {"default": get_database("DATABASE_URL", str(DATA_DIR / "gateway.sqlite3"))}
+    REDIS_URL = get_redis_url("REDIS_URL")
+    CELERY_BROKER_URL = get_redis_url("CELERY_BROKER_URL") or REDIS_URL
+    JWT_ACCESS_TTL = get_duration("JWT_ACCESS_TTL", 24 * 3600)
+    JWT_REFRESH_TTL = get_duration("JWT_REFRESH_TTL", 7 * 86400)
+    LOG_LEVEL = get_choice("LOG_LEVEL", "INFO", ("debug", "info", "warning", "error", "critical")).upper()
+    LOG_FORMAT = get_choice("LOG_FORMAT", "json", ("json", "text"))
+    RELAY_MAX_BODY_BYTES = get_int("RELAY_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+    RELAY_UPSTREAM_CONNECT_TIMEOUT = get_int("RELAY_UPSTREAM_CONNECT_TIMEOUT", 10, minimum=1)
+    RELAY_ROUTING_STRATEGY = get_choice(
+        "RELAY_ROUTING_STRATEGY",
+        "weighted",
+        ("weighted", "round_robin", "least_connections", "lowest_latency"),
+    )
+    RELAY_MAX_ATTEMPTS = get_int("RELAY_MAX_ATTEMPTS", 3, minimum=1)
+    RELAY_CACHE_TTL = get_int("RELAY_CACHE_TTL", 60, minimum=1)
+    USAGE_LOG_RETENTION_DAYS = get_int("USAGE_LOG_RETENTION_DAYS", 90, minimum=0)
+    ALLOW_REGISTRATION = get_bool("ALLOW_REGISTRATION", True)
+    BILLING_CURRENCY = get_str("BILLING_CURRENCY", "USD")
+except ConfigError as exc:
+    raise SystemExit(f"configuration error: {exc}") from None
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "corsheaders",
+    "accounts",
+    "keys",
+    "providers",
+    "billing",
+    "quotas",
+    "relay",
+]
+
+MIDDLEWARE = [
+    "gateway_project.logging.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gateway_project.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "gateway_project.wsgi.application"
+ASGI_APPLICATION = "gateway_project.asgi.application"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "gw",
+            "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "gateway"}}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = get_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # serve app static files without collectstatic on the embedded default
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=JWT_ACCESS_TTL),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=JWT_REFRESH_TTL),
+    "ROTATE_REFRESH_TOKENS": True,
+    "SIGNING_KEY": SECRET_KEY,
+}
+
+# Celery: with a broker, settlement and periodic jobs run in Celery workers; without
+# one (the embedded default) the same code runs in-process.
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = TIME_ZONE
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if get_bool("TRUST_X_FORWARDED_PROTO") else None
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = get_bool("SECURE_COOKIES", False)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "gateway_project.logging.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "gateway_project.logging.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

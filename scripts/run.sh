@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make run`: migrate, bootstrap against the bundled fake upstream, start both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT="${PORT:-8000}"
+FAKE_UPSTREAM_PORT="${FAKE_UPSTREAM_PORT:-9100}"
+BIN=.venv/bin
+
+"$BIN/python" manage.py migrate --noinput --verbosity 0
+out=$("$BIN/python" manage.py bootstrap --upstream-url "http://127.0.0.1:${FAKE_UPSTREAM_PORT}/v1")
+echo "$out" | sed '$d'
+key=$(echo "$out" | tail -n 1 | sed 's/^DEMO_API_KEY=//')
+
+"$BIN/python" -m tests.fakes.upstream --host 127.0.0.1 --port "$FAKE_UPSTREAM_PORT" &
+fake_pid=$!
+trap 'kill $fake_pid 2>/dev/null || true' EXIT INT TERM
+
+cat <<INFO
+
+  Gateway:        http://127.0.0.1:${PORT}/  (relay at /v1, operator console at /admin/)
+  Health:         http://127.0.0.1:${PORT}/health/ready
+  Demo API key:   ${key}
+  Try it:
+    curl http://127.0.0.1:${PORT}/v1/chat/completions \\
+      -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" \\
+      -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
+
+INFO
+"$BIN/uvicorn" gateway_project.asgi:application --host 127.0.0.1 --port "$PORT" \
+  --loop uvloop --http httptools --no-access-log
