@@ -1,9 +1,27 @@
-"""ASGI entry point."""
+"""ASGI entry point: relay paths go to the relay's own app, the rest to Django.
+
+Django's request handler costs more than the whole upstream hop (docs/architecture.md),
+so ``/v1/`` and ``/mj/`` never pass through it. Both apps share settings, models, caches.
+"""
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 
-application = get_asgi_application()
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_app = get_asgi_application()  # runs django.setup()
+
+from relay.app import RelayApp  # noqa: E402
+
+relay_app = RelayApp()
+RELAY_PREFIXES = ("/v1/", "/mj/")
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "http" and scope["path"].startswith(RELAY_PREFIXES):
+        await relay_app(scope, receive, send)
+    elif scope["type"] == "lifespan":
+        await relay_app.lifespan(scope, receive, send)
+    else:
+        await django_app(scope, receive, send)

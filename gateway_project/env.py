@@ -113,6 +113,9 @@ def get_database(name: str, default_sqlite_path: str) -> dict:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": path,
+            # a file, not Django's shared in-memory default: the relay's threads and the
+            # tests share it, and only a file honours WAL and the busy timeout
+            "TEST": {"NAME": str(path) + ".test" if path != ":memory:" else ":memory:"},
             "OPTIONS": {
                 "timeout": 20,
                 "transaction_mode": "IMMEDIATE",

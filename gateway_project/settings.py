@@ -83,7 +83,10 @@ try:
         ("weighted", "round_robin", "least_connections", "lowest_latency"),
     )
     RELAY_MAX_ATTEMPTS = get_int("RELAY_MAX_ATTEMPTS", 3, minimum=1)
-    RELAY_CACHE_TTL = get_int("RELAY_CACHE_TTL", 60, minimum=1)
+    RELAY_BREAKER_FAILURES = get_int("RELAY_BREAKER_FAILURES", 3, minimum=1)
+    RELAY_BREAKER_COOLDOWN = get_int("RELAY_BREAKER_COOLDOWN", 30, minimum=1)
+    RELAY_CACHE_TTL = get_int("RELAY_CACHE_TTL", 300, minimum=1)
+    TRUST_X_FORWARDED_FOR = get_bool("TRUST_X_FORWARDED_FOR", False)
     USAGE_LOG_RETENTION_DAYS = get_int("USAGE_LOG_RETENTION_DAYS", 90, minimum=0)
     ALLOW_REGISTRATION = get_bool("ALLOW_REGISTRATION", True)
     BILLING_CURRENCY = get_str("BILLING_CURRENCY", "USD")
@@ -216,4 +219,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+CELERY_BEAT_SCHEDULE = {
+    "settle-usage": {"task": "billing.settle_usage", "schedule": 1.0},
+    "check-providers": {"task": "providers.check_providers", "schedule": 60.0},
 }

@@ -61,7 +61,7 @@ class ProviderAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     inlines = [RouteInline]
-    actions = ["enable_providers", "disable_providers"]
+    actions = ["enable_providers", "disable_providers", "probe_providers"]
 
     @admin.display(boolean=True, description="credentials set")
     def has_credentials(self, obj):
@@ -72,6 +72,16 @@ class ProviderAdmin(admin.ModelAdmin):
         for provider in queryset:
             services.provider_set_status(provider=provider, status=Provider.Status.ENABLED, reason="")
         self.message_user(request, f"Enabled {queryset.count()} provider(s).", messages.SUCCESS)
+
+    @admin.action(description="Probe selected providers now")
+    def probe_providers(self, request, queryset):
+        from .health import provider_check
+
+        for provider in queryset:
+            result = provider_check(provider=provider)
+            level = messages.SUCCESS if result.ok else messages.ERROR
+            detail = "ok" if result.ok else f"failed: {result.error[:200]}"
+            self.message_user(request, f"{provider.name}: {detail} ({result.ms} ms)", level)
 
     @admin.action(description="Disable selected providers")
     def disable_providers(self, request, queryset):

@@ -55,7 +55,7 @@ class Provider(models.Model):
     priority = models.IntegerField(default=0, help_text="Higher tiers are tried first.")
     weight = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
     timeout_seconds = models.PositiveIntegerField(default=120, validators=[MinValueValidator(1)])
-    max_retries = models.PositiveSmallIntegerField(default=1, help_text="Extra attempts on this provider.")
+    max_retries = models.PositiveSmallIntegerField(default=0, help_text="Extra attempts on this provider.")
     extra_headers = models.JSONField(default=dict, blank=True)
     health_check_enabled = models.BooleanField(default=True)
     health_check_model = models.CharField(max_length=200, blank=True, help_text="Model used by the probe.")

@@ -35,3 +35,19 @@ def provider_set_status(*, provider: Provider, status: str, reason: str = "") ->
     provider.status_changed_at = timezone.now()
     provider.save(update_fields=["status", "status_reason", "status_changed_at", "updated_at"])
     return provider
+
+
+def provider_auto_disable(*, provider_id: int, reason: str) -> bool:
+    """Take a provider out of rotation after a credential or balance error.
+
+    Only an enabled provider is switched (an operator's manual "disabled" stays as it is);
+    the health check re-enables it after a passing probe. Returns True when it changed.
+    """
+    provider = Provider.objects.filter(pk=provider_id, status=Provider.Status.ENABLED).first()
+    if provider is None:
+        return False
+    provider_set_status(provider=provider, status=Provider.Status.AUTO_DISABLED, reason=f"auto: {reason}")
+    provider.last_error = reason[:2000]
+    provider.health_status = Provider.Health.UNHEALTHY
+    provider.save(update_fields=["last_error", "health_status", "updated_at"])
+    return True

@@ -1,0 +1,140 @@
+"""Settlement: usage events become usage logs, ledger rows, balances and roll-ups.
+
+Idempotent by request id: a batch replayed after a crash finds its request ids already in
+UsageLog and charges nothing twice (and the ledger's unique constraint on usage request
+ids would refuse a second charge anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.db.models import F
+
+from accounts.models import User
+from keys.models import APIKey
+
+from .models import BillingRecord, DailyUsage, UsageLog
+
+logger = logging.getLogger(__name__)
+
+_LOG_FIELDS = (
+    "request_type", "endpoint", "model_requested", "model_upstream", "model_billed", "providers_tried",
+    "stream", "prompt_tokens", "completion_tokens", "cached_tokens", "usage_estimated", "cost", "status_code",
+    "error", "latency_ms", "ttft_ms", "client_ip", "request_bytes", "response_bytes", "client_disconnected",
+)  # fmt: skip
+
+
+def _usage_log(event: dict) -> UsageLog:
+    log = UsageLog(
+        request_id=event["request_id"],
+        created_at=datetime.fromtimestamp(event["ts"], tz=UTC),
+        user_id=event.get("user_id"),
+        api_key_id=event.get("key_id"),
+        provider_id=event.get("provider_id"),
+        price_id=event.get("price_id"),
+        **{name: event[name] for name in _LOG_FIELDS if event.get(name) is not None},
+    )
+    log.total_tokens = log.prompt_tokens + log.completion_tokens
+    log.error = (log.error or "")[:2000]
+    return log
+
+
+@transaction.atomic
+def usage_settle_batch(*, events: list[dict]) -> int:
+    """Settle a batch; returns how many events were new. Safe to call again with the
+    same events."""
+    by_id = {}
+    for event in events:
+        by_id.setdefault(event["request_id"], event)  # duplicates inside a batch count once
+    if not by_id:
+        return 0
+    seen = set(UsageLog.objects.filter(request_id__in=list(by_id)).values_list("request_id", flat=True))
+    fresh = [event for rid, event in by_id.items() if rid not in seen]
+    if not fresh:
+        return 0
+    UsageLog.objects.bulk_create([_usage_log(e) for e in fresh], batch_size=500)
+
+    charges: dict[int, list[dict]] = defaultdict(list)
+    key_spend: dict[int, int] = defaultdict(int)
+    for event in fresh:
+        cost = int(event.get("cost") or 0)
+        if cost > 0 and event.get("user_id"):
+            charges[event["user_id"]].append(event)
+            if event.get("key_id"):
+                key_spend[event["key_id"]] += cost
+
+    records = []
+    for user_id in sorted(charges):  # a fixed order: concurrent batches never deadlock
+        user_events = charges[user_id]
+        total = sum(int(e["cost"]) for e in user_events)
+        User.objects.filter(pk=user_id).update(balance=F("balance") - total)
+        balance = User.objects.filter(pk=user_id).values_list("balance", flat=True).first()
+        if balance is None:
+            logger.error("usage for a user that no longer exists", extra={"user_id": user_id})
+            continue
+        # balance_after of each row, walking back from the balance after the whole batch
+        running = balance + total
+        for event in user_events:
+            running -= int(event["cost"])
+            records.append(
+                BillingRecord(
+                    user_id=user_id,
+                    api_key_id=event.get("key_id"),
+                    kind=BillingRecord.Kind.USAGE,
+                    amount=-int(event["cost"]),
+                    balance_after=running,
+                    request_id=event["request_id"],
+                    description=f"{event.get('model_billed') or event.get('model_requested')} "
+                    f"{event.get('prompt_tokens', 0)}+{event.get('completion_tokens', 0)} tokens"[:255],
+                )
+            )
+    BillingRecord.objects.bulk_create(records, batch_size=500)
+    for key_id in sorted(key_spend):
+        APIKey.objects.filter(pk=key_id).update(spent=F("spent") + key_spend[key_id])
+    _roll_up(fresh)
+    return len(fresh)
+
+
+def _roll_up(events: list[dict]) -> None:
+    totals: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
+    for event in events:
+        day = datetime.fromtimestamp(event["ts"], tz=UTC).date()
+        key = (
+            day,
+            event.get("user_id"),
+            event.get("key_id"),
+            event.get("model_billed") or event["model_requested"],
+        )
+        row = totals[key]
+        row[0] += 1
+        row[1] += int(event.get("status_code", 200) >= 400)
+        row[2] += int(event.get("prompt_tokens") or 0)
+        row[3] += int(event.get("completion_tokens") or 0)
+        row[4] += int(event.get("cached_tokens") or 0)
+        row[5] += int(event.get("cost") or 0)
+    for (day, user_id, key_id, model), row in sorted(totals.items(), key=lambda kv: str(kv[0])):
+        updated = DailyUsage.objects.filter(day=day, user_id=user_id, api_key_id=key_id, model=model).update(
+            requests=F("requests") + row[0],
+            errors=F("errors") + row[1],
+            prompt_tokens=F("prompt_tokens") + row[2],
+            completion_tokens=F("completion_tokens") + row[3],
+            cached_tokens=F("cached_tokens") + row[4],
+            cost=F("cost") + row[5],
+        )
+        if not updated:
+            DailyUsage.objects.create(
+                day=day,
+                user_id=user_id,
+                api_key_id=key_id,
+                model=model,
+                requests=row[0],
+                errors=row[1],
+                prompt_tokens=row[2],
+                completion_tokens=row[3],
+                cached_tokens=row[4],
+                cost=row[5],
+            )

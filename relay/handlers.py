@@ -1,0 +1,192 @@
+"""The OpenAI-compatible endpoints: validate, pick routes, forward."""
+
+from __future__ import annotations
+
+import orjson
+
+from providers.adapters.base import Adapter, Usage
+from providers.adapters.openai import OpenAIAdapter, usage_from_openai
+
+from . import tokens
+from .config import CONFIG, ModelInfo, Route
+from .errors import RelayError
+from .http import Context
+from .proxy import Call, UsageRecord, candidates, openai_stream_error, target_for
+
+OPENAI_FAMILY = frozenset({"openai", "openai-compatible", "azure"})
+
+
+def parse_json(raw: bytes) -> dict:
+    if not raw:
+        raise RelayError(400, "The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RelayError(400, f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise RelayError(400, "The request body must be a JSON object.")
+    return body
+
+
+def require_model(body: dict) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RelayError(
+            400, "You must provide a model parameter.", param="model", code="missing_required_parameter"
+        )
+    return model
+
+
+async def resolve(ctx: Context, model: str, *, openai_only: bool = False) -> tuple[ModelInfo, list[Route]]:
+    if not ctx.key.model_allowed(model):
+        raise RelayError(
+            403,
+            f"This API key is not allowed to use the model '{model}'.",
+            code="model_not_allowed",
+            param="model",
+        )
+    info = await CONFIG.model(model)
+    if info is None:
+        raise RelayError(
+            404,
+            f"The model '{model}' does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
+        )
+    routes = [r for r in info.routes if r.provider_type in OPENAI_FAMILY] if openai_only else info.routes
+    if not routes:
+        raise RelayError(
+            503, f"No provider is available for model '{model}' on this endpoint.", code="no_provider"
+        )
+    return info, routes
+
+
+def _check_chat(body: dict) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RelayError(
+            400, "'messages' must be a non-empty array.", param="messages", code="missing_required_parameter"
+        )
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise RelayError(
+                400, f"messages[{index}] must be an object with a 'role'.", param=f"messages[{index}]"
+            )
+    n = body.get("n", 1)
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
+        raise RelayError(400, "'n' must be an integer between 1 and 128.", param="n")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise RelayError(400, f"'{name}' must be a positive integer.", param=name)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise RelayError(400, "'stream_options' must be an object.", param="stream_options")
+
+
+def _passthrough_answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
+    data = orjson.loads(payload)
+    return payload, usage_from_openai(data.get("usage"))
+
+
+def _translated_answer(model: str):
+    def answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
+        if isinstance(adapter, OpenAIAdapter):  # same protocol: send the bytes as they came
+            return _passthrough_answer(adapter, payload)
+        data, usage = adapter.chat_response(orjson.loads(payload), model=model)
+        return orjson.dumps(data), usage
+
+    return answer
+
+
+async def chat_completions(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, list[Route]]:
+    body = parse_json(raw)
+    model = require_model(body)
+    record.model_requested = model
+    _check_chat(body)
+    stream = bool(body.get("stream"))
+    record.stream = stream
+    include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+    info, routes = await resolve(ctx, model)
+    record.price = info.price
+    call = Call(
+        body=body,
+        model=model,
+        stream=stream,
+        build=lambda adapter, route: adapter.chat_request(body, target_for(route), stream=stream),
+        answer=_translated_answer(model),
+        translator=lambda adapter: adapter.chat_stream(model=model, include_usage=include_usage),
+        count_prompt=lambda: tokens.count_chat_prompt(body),
+        stream_error=openai_stream_error,
+    )
+    return call, candidates(routes, info.strategy, model)
+
+
+def _openai_passthrough(path: str, body: dict, *, stream: bool):
+    def build(adapter: Adapter, route: Route):
+        return adapter.passthrough_request(path, body, target_for(route), stream=stream)
+
+    return build
+
+
+async def completions(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, list[Route]]:
+    body = parse_json(raw)
+    model = require_model(body)
+    record.model_requested = model
+    if "prompt" not in body:
+        raise RelayError(400, "You must provide a prompt parameter.", param="prompt")
+    stream = bool(body.get("stream"))
+    record.stream = stream
+    include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+    info, routes = await resolve(ctx, model, openai_only=True)
+    record.price = info.price
+    call = Call(
+        body=body,
+        model=model,
+        stream=stream,
+        build=_openai_passthrough("/completions", body, stream=stream),
+        answer=_passthrough_answer,
+        translator=lambda adapter: adapter.chat_stream(model=model, include_usage=include_usage),
+        count_prompt=lambda: tokens.count_prompt_input(body.get("prompt")),
+        stream_error=openai_stream_error,
+    )
+    return call, candidates(routes, info.strategy, model)
+
+
+async def embeddings(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, list[Route]]:
+    body = parse_json(raw)
+    model = require_model(body)
+    record.model_requested = model
+    value = body.get("input")
+    if not value or not isinstance(value, str | list):
+        raise RelayError(400, "'input' must be a non-empty string or array.", param="input")
+    info, routes = await resolve(ctx, model, openai_only=True)
+    record.price = info.price
+    call = Call(
+        body=body,
+        model=model,
+        stream=False,
+        build=_openai_passthrough("/embeddings", body, stream=False),
+        answer=_passthrough_answer,
+        count_prompt=lambda: tokens.count_prompt_input(value),
+    )
+    return call, candidates(routes, info.strategy, model)
+
+
+def _model_object(info: ModelInfo) -> dict:
+    return {"id": info.slug, "object": "model", "created": info.created, "owned_by": info.owned_by}
+
+
+async def list_models(ctx: Context) -> None:
+    catalog = await CONFIG.all_models()
+    data = [_model_object(m) for m in catalog if ctx.key.model_allowed(m.slug)]
+    await ctx.respond(200, orjson.dumps({"object": "list", "data": data}))
+
+
+async def retrieve_model(ctx: Context, slug: str) -> None:
+    info = await CONFIG.model(slug) if ctx.key.model_allowed(slug) else None
+    if info is None or not info.routes:
+        raise RelayError(
+            404, f"The model '{slug}' does not exist or you do not have access to it.", code="model_not_found"
+        )
+    await ctx.respond(200, orjson.dumps(_model_object(info)))

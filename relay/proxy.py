@@ -1,0 +1,269 @@
+"""Calling upstreams: the attempt loop with failover, JSON answers, and streams.
+
+A ``Call`` describes one client request and how to build the upstream request for any
+candidate route; ``forward`` tries candidates in order until one answers, and fills the
+``UsageRecord`` that the app emits when the request ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from billing.pricing import Price
+from providers.adapters import get_adapter
+from providers.adapters.base import Adapter, StreamTranslator, Target, UpstreamError, UpstreamRequest, Usage
+
+from . import tokens
+from .config import CONFIG, Route
+from .errors import RelayError, anthropic_error_body
+from .http import Context
+from .routing import ROUTER
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_EXCEPTIONS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    request_type: str
+    endpoint: str
+    model_requested: str = ""
+    model_upstream: str = ""
+    model_billed: str = ""
+    provider_id: int | None = None
+    providers_tried: list = field(default_factory=list)
+    stream: bool = False
+    usage: Usage | None = None
+    usage_estimated: bool = False
+    status_code: int = 200
+    error: str = ""
+    ttft_ms: int | None = None
+    client_disconnected: bool = False
+    price: Price | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request, ready to be sent to any candidate."""
+
+    body: dict
+    model: str
+    stream: bool
+    build: Callable[[Adapter, Route], UpstreamRequest]
+    # JSON answers: upstream bytes -> (client bytes, usage)
+    answer: Callable[[Adapter, bytes], tuple[bytes, Usage | None]]
+    # Streams: a translator from upstream bytes to client bytes
+    translator: Callable[[Adapter], StreamTranslator] | None = None
+    count_prompt: Callable[[], int] = lambda: 0
+    stream_error: Callable[[str], bytes] | None = None
+
+
+def target_for(route: Route) -> Target:
+    return Target(
+        base_url=route.base_url,
+        api_key=route.api_key,
+        upstream_model=route.upstream_model,
+        extra_headers=route.extra_headers,
+        extra_params=route.extra_params,
+        api_version=route.api_version,
+    )
+
+
+def openai_stream_error(message: str) -> bytes:
+    payload = {
+        "error": {"message": message, "type": "upstream_error", "param": None, "code": "stream_interrupted"}
+    }
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def anthropic_stream_error(message: str) -> bytes:
+    return b"event: error\ndata: " + anthropic_error_body(502, message) + b"\n\n"
+
+
+def _auto_disable(provider_id: int, reason: str) -> None:
+    from providers.services import provider_auto_disable
+
+    provider_auto_disable(provider_id=provider_id, reason=reason)
+
+
+_background: set[asyncio.Task] = set()
+
+
+def in_background(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def candidates(routes: list[Route], strategy: str, key: str) -> list[Route]:
+    """The attempts to make, in order: each route plus its own retries, capped."""
+    ordered = ROUTER.order(routes, strategy, key)
+    attempts: list[Route] = []
+    for route in ordered:
+        attempts.extend([route] * (1 + route.max_retries))
+    return attempts[: settings.RELAY_MAX_ATTEMPTS]
+
+
+class Forwarder:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def forward(self, ctx: Context, call: Call, routes: list[Route], record: UsageRecord) -> None:
+        last: UpstreamError | None = None
+        for route in routes:
+            adapter = get_adapter(route.provider_type)
+            request = call.build(adapter, route)
+            state = ROUTER.state(route.provider_id)
+            started = time.monotonic()
+            state.in_flight += 1
+            try:
+                response = await self.session.request(
+                    request.method,
+                    request.url,
+                    data=request.body,
+                    headers=request.headers,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None,
+                        sock_connect=settings.RELAY_UPSTREAM_CONNECT_TIMEOUT,
+                        sock_read=route.timeout,
+                    ),
+                )
+            except RETRYABLE_EXCEPTIONS as exc:
+                state.in_flight -= 1
+                status = 504 if isinstance(exc, asyncio.TimeoutError) else 502
+                message = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+                last = UpstreamError(status, message, retryable=True)
+                self._tried(record, route, status, message, started)
+                ROUTER.record_failure(route.provider_id)
+                continue
+            try:
+                if response.status >= 400:
+                    payload = await response.read()
+                    error = adapter.classify_error(response.status, payload)
+                    self._tried(record, route, response.status, error.message, started)
+                    if error.disable:
+                        in_background(sync_to_async(_auto_disable)(route.provider_id, error.message))
+                    if error.retryable:
+                        ROUTER.record_failure(route.provider_id)
+                        last = error
+                        continue
+                    # the client's own mistake: no other provider would answer differently
+                    raise RelayError(
+                        response.status, error.message, type=error.type, code="upstream_rejected"
+                    )
+                record.provider_id = route.provider_id
+                record.model_upstream = route.upstream_model
+                if route.bill_upstream_model:
+                    record.model_billed = route.upstream_model
+                    record.price = await CONFIG.price_for(route.upstream_model)
+                else:
+                    record.model_billed = call.model
+                self._tried(record, route, response.status, "", started)
+                if call.stream:
+                    await self._stream(ctx, call, adapter, response, record, started)
+                else:
+                    await self._json(ctx, call, adapter, response, record)
+                ROUTER.record_success(route.provider_id, (time.monotonic() - started) * 1000)
+                return
+            finally:
+                state.in_flight -= 1
+                if call.stream and (record.error or record.client_disconnected):
+                    response.close()  # drop the connection: the upstream stops generating
+                else:
+                    response.release()
+        if last is None:
+            raise RelayError(503, f"No provider is available for model '{call.model}'.", code="no_provider")
+        status = 429 if last.status == 429 else (504 if last.status == 504 else 502)
+        tried = len(record.providers_tried)
+        raise RelayError(
+            status,
+            f"The upstream provider failed ({tried} attempt{'s' if tried != 1 else ''}): {last.message}",
+            type="upstream_error",
+            code="upstream_failed",
+        )
+
+    @staticmethod
+    def _tried(record: UsageRecord, route: Route, status: int, error: str, started: float) -> None:
+        record.providers_tried.append(
+            {
+                "provider": route.provider_id,
+                "name": route.provider_name,
+                "status": status,
+                "error": error[:300],
+                "ms": int((time.monotonic() - started) * 1000),
+            }
+        )
+
+    async def _json(self, ctx: Context, call: Call, adapter: Adapter, response, record: UsageRecord) -> None:
+        payload = await response.read()
+        record.ttft_ms = int((time.monotonic() - ctx.started) * 1000)
+        try:
+            body, usage = call.answer(adapter, payload)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RelayError(502, f"The upstream answered with an unreadable body ({exc}).") from None
+        record.usage = usage
+        if usage is None:
+            record.usage = Usage(prompt_tokens=call.count_prompt())
+            record.usage_estimated = True
+        await ctx.respond(200, body)
+
+    async def _stream(
+        self, ctx: Context, call: Call, adapter: Adapter, response, record: UsageRecord, started
+    ):
+        translator = call.translator(adapter)
+        await ctx.start_stream()
+        error = ""
+        try:
+            async for chunk in response.content.iter_any():
+                out = translator.feed(chunk)
+                if out:
+                    if record.ttft_ms is None:
+                        record.ttft_ms = int((time.monotonic() - ctx.started) * 1000)
+                    await ctx.stream_chunk(out)
+            tail = translator.close()
+            if tail:
+                await ctx.stream_chunk(tail)
+            if translator.error:
+                # the upstream reported an error in-stream; the translator already told
+                # the client in its protocol, so only the record needs it
+                reported = translator.error
+                record.status_code = 502
+                record.error = str(
+                    reported.get("message", reported) if isinstance(reported, dict) else reported
+                )[:500]
+            elif not translator.finished:
+                error = "The upstream stream ended before it was complete."
+        except RETRYABLE_EXCEPTIONS as exc:
+            error = f"The upstream stream was interrupted ({type(exc).__name__})."
+        except asyncio.CancelledError:
+            record.client_disconnected = True
+            self._settle_stream(call, translator, record)
+            raise
+        self._settle_stream(call, translator, record)
+        if error:
+            record.status_code = 502
+            record.error = error
+            await ctx.end_stream(call.stream_error(error))
+        else:
+            await ctx.end_stream()
+
+    @staticmethod
+    def _settle_stream(call: Call, translator: StreamTranslator, record: UsageRecord) -> None:
+        if translator.usage is not None and translator.finished:
+            record.usage = translator.usage
+            return
+        # no final usage object: count what the upstream produced
+        produced = "".join(translator.text_parts)
+        prompt = translator.usage.prompt_tokens if translator.usage else call.count_prompt()
+        record.usage = Usage(prompt_tokens=prompt, completion_tokens=tokens.count_text(produced))
+        record.usage_estimated = True

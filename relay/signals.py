@@ -1,0 +1,22 @@
+"""Any operator change to what the relay caches bumps the shared config version."""
+
+from __future__ import annotations
+
+from django.db.models.signals import post_delete, post_save
+
+from .config import bump_version
+
+
+def _changed(sender, **kwargs) -> None:
+    bump_version()
+
+
+def connect() -> None:
+    from accounts.models import PriceGroup, User
+    from billing.models import ModelPrice
+    from keys.models import APIKey
+    from providers.models import Model, Provider, ProviderModel
+
+    for model in (User, PriceGroup, APIKey, Provider, Model, ProviderModel, ModelPrice):
+        post_save.connect(_changed, sender=model, dispatch_uid=f"relay-config-{model.__name__}-save")
+        post_delete.connect(_changed, sender=model, dispatch_uid=f"relay-config-{model.__name__}-delete")
