@@ -9,6 +9,7 @@ import time
 import aiohttp
 from asgiref.sync import sync_to_async
 
+from billing.pricing import token_cost
 from gateway_project.logging import request_id_var
 from keys.services import hash_key
 
@@ -23,11 +24,12 @@ logger = logging.getLogger("relay")
 
 TOUCH_INTERVAL = 60.0  # last_used_at is written at most this often per key and worker
 
-# (method, path) -> (handler, request type, Anthropic-shaped errors)
+# path -> (handler preparing the upstream call, request type); all are POST
 POST_ROUTES = {
     "/v1/chat/completions": (handlers.chat_completions, "chat"),
     "/v1/completions": (handlers.completions, "completion"),
     "/v1/embeddings": (handlers.embeddings, "embedding"),
+    "/v1/messages": (handlers.messages, "messages"),
 }
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 
@@ -118,6 +120,12 @@ class RelayApp:
             handler, request_type = entry
             record = UsageRecord(request_type=request_type, endpoint=ctx.path)
             await self.run(ctx, handler, record)
+            return
+        if ctx.path == "/v1/messages/count_tokens":
+            if ctx.method != "POST":
+                raise RelayError(405, f"Use POST for {ctx.path}.")
+            await self.authenticate(ctx)
+            await handlers.count_message_tokens(ctx)
             return
         if ctx.path == "/v1/models" or ctx.path.startswith("/v1/models/"):
             if ctx.method != "GET":
@@ -217,8 +225,6 @@ class RelayApp:
             in_background(sync_to_async(_touch_key, thread_sensitive=False)(key.id))
 
     def emit(self, ctx: Context, record: UsageRecord) -> None:
-        from billing.pricing import token_cost
-
         usage = record.usage
         key = ctx.key
         produced = usage is not None and (usage.prompt_tokens or usage.completion_tokens)

@@ -9,6 +9,7 @@ stamp drops the whole snapshot. ``RELAY_CACHE_TTL`` bounds the age of an entry a
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
@@ -118,6 +119,27 @@ class ConfigCache:
         self.catalog: list[ModelInfo] | None = None
         self.version: object = None
         self.next_check = 0.0
+        self.pending: dict[str, asyncio.Future] = {}
+
+    async def _once(self, name: str, loader, *args):
+        """Single flight: concurrent misses for the same entry share one database load
+        (a burst of requests on a cold worker would otherwise queue a load each)."""
+        future = self.pending.get(name)
+        if future is not None:
+            return await asyncio.shield(future)
+        future = asyncio.get_running_loop().create_future()
+        self.pending[name] = future
+        try:
+            result = await loader(*args)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters (if any) re-raise it themselves
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            self.pending.pop(name, None)
 
     def clear(self) -> None:
         self.keys.clear()
@@ -150,7 +172,7 @@ class ConfigCache:
             return info
         if info is None and self.negative.get(key_hash, 0.0) > now:
             return None
-        info = await load_key(key_hash)
+        info = await self._once("key:" + key_hash, load_key, key_hash)
         if info is None:
             self.negative[key_hash] = now + NEGATIVE_TTL
             if len(self.negative) > 100_000:
@@ -169,7 +191,7 @@ class ConfigCache:
                 return info
             if info is None and self.negative.get("model:" + slug, 0.0) > now:
                 return None
-        info = await load_model(slug)
+        info = await self._once("model:" + slug, load_model, slug)
         self.models[slug] = info
         if info is None:
             self.negative["model:" + slug] = now + NEGATIVE_TTL
@@ -181,14 +203,14 @@ class ConfigCache:
         now = time.monotonic()
         if entry is not None and now < entry[1]:
             return entry[0]
-        price, fresh_until = await load_price(slug)
+        price, fresh_until = await self._once("price:" + slug, load_price, slug)
         self.prices[slug] = (price, fresh_until)
         return price
 
     async def all_models(self) -> list[ModelInfo]:
         now = time.monotonic()
         if self.catalog is None or any(now >= m.fresh_until for m in self.catalog):
-            self.catalog = await load_catalog()
+            self.catalog = await self._once("catalog", load_catalog)
         return self.catalog
 
 

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import orjson
 
+from providers.adapters.anthropic import AnthropicAdapter, usage_from_anthropic
 from providers.adapters.base import Adapter, Usage
+from providers.adapters.messages import (
+    ChainedStream,
+    ChatStreamToMessages,
+    chat_to_messages,
+    messages_to_chat,
+)
 from providers.adapters.openai import OpenAIAdapter, usage_from_openai
 
 from . import tokens
 from .config import CONFIG, ModelInfo, Route
 from .errors import RelayError
 from .http import Context
-from .proxy import Call, UsageRecord, candidates, openai_stream_error, target_for
+from .proxy import Call, UsageRecord, anthropic_stream_error, candidates, openai_stream_error, target_for
 
 OPENAI_FAMILY = frozenset({"openai", "openai-compatible", "azure"})
 
@@ -190,3 +197,81 @@ async def retrieve_model(ctx: Context, slug: str) -> None:
             404, f"The model '{slug}' does not exist or you do not have access to it.", code="model_not_found"
         )
     await ctx.respond(200, orjson.dumps(_model_object(info)))
+
+
+# --- Anthropic Messages, for any model ----------------------------------------------------
+
+
+def _check_messages(body: dict) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RelayError(400, "messages: field required (a non-empty array)", param="messages")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise RelayError(400, "max_tokens: field required (a positive integer)", param="max_tokens")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise RelayError(400, f"messages.{index}.role: must be 'user' or 'assistant'", param="messages")
+
+
+async def messages(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, list[Route]]:
+    """/v1/messages: passed through to Anthropic upstreams, translated for all others."""
+    body = parse_json(raw)
+    model = require_model(body)
+    record.model_requested = model
+    _check_messages(body)
+    stream = bool(body.get("stream"))
+    record.stream = stream
+    info, routes = await resolve(ctx, model)
+    record.price = info.price
+    beta = ctx.header(b"anthropic-beta")
+    chat_body: dict = {}
+
+    def as_chat() -> dict:
+        if not chat_body:
+            chat_body.update(messages_to_chat(body))
+        return chat_body
+
+    def build(adapter: Adapter, route: Route):
+        if isinstance(adapter, AnthropicAdapter):
+            return adapter.messages_request(body, target_for(route), stream=stream, beta=beta)
+        return adapter.chat_request(as_chat(), target_for(route), stream=stream)
+
+    def answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
+        if isinstance(adapter, AnthropicAdapter):
+            return payload, usage_from_anthropic(orjson.loads(payload).get("usage"))
+        if isinstance(adapter, OpenAIAdapter):
+            response = orjson.loads(payload)
+            usage = usage_from_openai(response.get("usage"))
+        else:
+            response, usage = adapter.chat_response(orjson.loads(payload), model=model)
+        return orjson.dumps(chat_to_messages(response, model=model)), usage
+
+    def translator(adapter: Adapter):
+        if isinstance(adapter, AnthropicAdapter):
+            return adapter.messages_stream()
+        return ChainedStream(
+            adapter.chat_stream(model=model, include_usage=True), ChatStreamToMessages(model=model)
+        )
+
+    call = Call(
+        body=body,
+        model=model,
+        stream=stream,
+        build=build,
+        answer=answer,
+        translator=translator,
+        count_prompt=lambda: tokens.count_chat_prompt(as_chat()),
+        stream_error=anthropic_stream_error,
+    )
+    return call, candidates(routes, info.strategy, model)
+
+
+async def count_message_tokens(ctx: Context) -> None:
+    """/v1/messages/count_tokens, counted locally (cl100k: an estimate for non-OpenAI models)."""
+    body = parse_json(await ctx.read_body())
+    model = require_model(body)
+    if not isinstance(body.get("messages"), list):
+        raise RelayError(400, "messages: field required", param="messages")
+    await resolve(ctx, model)
+    await ctx.respond(200, orjson.dumps({"input_tokens": tokens.count_chat_prompt(messages_to_chat(body))}))

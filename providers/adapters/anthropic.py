@@ -622,6 +622,57 @@ class AnthropicStreamTranslator(StreamTranslator):
 # --------------------------------------------------------------------------- adapter
 
 
+class AnthropicPassthroughStream(StreamTranslator):
+    """Anthropic SSE passed through unchanged, reading usage and the generated text from
+    ``message_start`` / ``content_block_delta`` / ``message_delta`` on the way."""
+
+    def __init__(self) -> None:
+        self.buffer = SSELineBuffer()
+        self.usage: Usage | None = None
+        self.finished = False
+        self.error: dict | None = None
+        self.text_chars = 0
+        self.text_parts: list[str] = []
+        self._raw_usage: dict = {}
+
+    def _data(self, payload: bytes) -> None:
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            text = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
+            if text:
+                self.text_parts.append(text)
+                self.text_chars += len(text)
+        elif kind in ("message_start", "message_delta"):
+            usage = (
+                (event.get("message") or {}).get("usage") if kind == "message_start" else event.get("usage")
+            )
+            if isinstance(usage, dict):
+                self._raw_usage.update({k: v for k, v in usage.items() if v is not None})
+                self.usage = usage_from_anthropic(self._raw_usage)
+        elif kind == "message_stop":
+            self.finished = True
+        elif kind == "error":
+            self.error = event.get("error") or {"message": "upstream error"}
+            self.finished = True
+
+    def feed(self, data: bytes) -> bytes:
+        for line in self.buffer.lines(data):
+            if line.startswith(b"data:"):
+                self._data(line[5:].strip())
+        return data
+
+    def close(self) -> bytes:
+        rest = self.buffer.rest()
+        if rest.startswith(b"data:"):
+            self._data(rest[5:].strip())
+        return b""
+
+
 class AnthropicAdapter(Adapter):
     name = "anthropic"
 
@@ -654,6 +705,27 @@ class AnthropicAdapter(Adapter):
     def chat_stream(self, *, model: str, include_usage: bool) -> StreamTranslator:
         return AnthropicStreamTranslator(model=model, include_usage=include_usage)
 
+    # -- the native protocol, for the gateway's own /v1/messages endpoint
+
+    def messages_request(
+        self, body: dict, target: Target, *, stream: bool, beta: str | None = None
+    ) -> UpstreamRequest:
+        """An Anthropic request passed through as it is, but for the model name and the
+        route's extra params; the client's ``anthropic-beta`` header is kept."""
+        out = dict(body)
+        out["model"] = target.upstream_model
+        if stream:
+            out["stream"] = True
+        if target.extra_params:
+            merge_params(out, target.extra_params)
+        headers = self.headers(target)
+        if beta:
+            headers["anthropic-beta"] = beta
+        return UpstreamRequest("POST", f"{target.base_url}/messages", headers, orjson.dumps(out))
+
+    def messages_stream(self) -> StreamTranslator:
+        return AnthropicPassthroughStream()
+
     def classify_error(self, status: int, payload: bytes) -> UpstreamError:
         message = error_message(payload)
         lowered = message.lower()
@@ -675,6 +747,7 @@ class AnthropicAdapter(Adapter):
 
 __all__ = [
     "AnthropicAdapter",
+    "AnthropicPassthroughStream",
     "AnthropicStreamTranslator",
     "anthropic_to_openai",
     "openai_to_anthropic",

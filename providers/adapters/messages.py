@@ -591,3 +591,39 @@ __all__ = [
     "chat_to_messages",
     "messages_to_chat",
 ]
+
+
+class ChainedStream(StreamTranslator):
+    """Two translators in a row (e.g. Gemini -> chat chunks -> Anthropic events).
+
+    Usage and the generated text come from the first (it reads the upstream); the stream
+    is finished when the second has emitted its end."""
+
+    def __init__(self, first: StreamTranslator, second: StreamTranslator) -> None:
+        self.first = first
+        self.second = second
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.first.usage or self.second.usage
+
+    @property
+    def finished(self) -> bool:
+        return self.second.finished
+
+    @property
+    def error(self):
+        return self.first.error or self.second.error
+
+    @property
+    def text_parts(self) -> list[str]:
+        return self.first.text_parts
+
+    def feed(self, data: bytes) -> bytes:
+        middle = self.first.feed(data)
+        return self.second.feed(middle) if middle else b""
+
+    def close(self) -> bytes:
+        middle = self.first.close()
+        out = self.second.feed(middle) if middle else b""
+        return out + self.second.close()

@@ -1,0 +1,1246 @@
+#!/usr/bin/env python
+"""Benchmark harness for the AI API gateway (``make bench``).
+
+Measures, with wrk, the chat-completions hot path of:
+
+* ``direct``      - a static nginx fake upstream (the floor),
+* ``passthrough`` - a minimal raw-ASGI aiohttp proxy (bench/passthrough.py,
+                    the ceiling for any Python gateway),
+* ``gateway``     - the real gateway (gunicorn + uvicorn workers, 2 workers),
+* ``litellm``     - LiteLLM proxy for comparison (only with BENCH_LITELLM=1),
+
+at 32 connections and at 1 connection, prints a table and writes
+bench/results/latest.json. ``--stream`` adds the streaming test: 1,000
+concurrent slow SSE streams through the gateway while sampling the RSS of
+every worker. See bench/README.md.
+
+    .venv/bin/python bench/run.py [--duration 10] [--stream]
+                                  [--only direct,passthrough,gateway,litellm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+POST_LUA = BENCH_DIR / "post.lua"
+LITELLM_VENV = BENCH_DIR / ".litellm-venv"
+
+TARGETS = ("direct", "passthrough", "gateway", "litellm")
+ENDPOINT = "/v1/chat/completions"
+MODEL = "gpt-4o-mini"
+REQUEST_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}]}
+NGINX_BODY = (
+    '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,'
+    '"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant",'
+    '"content":"Hello from nginx."},"finish_reason":"stop"}],'
+    '"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}'
+)
+CONNECTIONS = ((32, 2), (1, 1))  # (connections, wrk threads)
+WARMUP_SECONDS = 2
+
+GOAL_GATEWAY_RPS = 3000.0
+GOAL_GATEWAY_OVER_PASSTHROUGH = 0.25
+GOAL_P50_OVERHEAD_MS = 0.6
+GOAL_STREAM_RSS_MB = 250.0
+
+
+class BenchError(Exception):
+    """A tool, a server or a target could not be set up; the text says why."""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """*text* with all whitespace collapsed, cut to *limit* characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def describe(exc: Exception) -> str:
+    """A BenchError's own text; anything else with its type (it is a surprise)."""
+    if isinstance(exc, BenchError):
+        return str(exc)
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no output)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+class Procs:
+    """Every process the harness starts, each in its own process group."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, subprocess.Popen]] = []
+
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        log_path: Path,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen:
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.items.append((name, proc))
+        return proc
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    def stop(self, proc: subprocess.Popen, timeout: float = 5.0) -> None:
+        if proc.poll() is None:
+            self._signal_group(proc, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=timeout)
+        # The leader may be gone while children (workers) linger: kill the rest.
+        self._signal_group(proc, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        self.items = [(n, p) for n, p in self.items if p is not proc]
+
+    def stop_all(self) -> None:
+        for name, proc in reversed(list(self.items)):
+            if proc.poll() is None:
+                log(f"stopping {name} (pid {proc.pid})")
+            self.stop(proc)
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install_signal_handlers() -> None:
+    # Interruptible even when started with SIGINT ignored (e.g. in the background).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_exit)
+    signal.signal(signal.SIGHUP, _raise_exit)
+
+
+def raise_nofile_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    except (ValueError, OSError):
+        return soft
+
+
+# --------------------------------------------------------------------------
+# tools
+
+
+def find_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in ("/usr/sbin", "/usr/local/sbin", "/sbin", "/usr/local/bin"):
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+_apt_updated = False
+
+
+def apt_install(packages: list[str]) -> bool:
+    """apt-get install *packages*; True on success. Prints what it does."""
+    global _apt_updated
+    apt = shutil.which("apt-get")
+    if not apt:
+        log(f"apt-get not found: cannot install {' '.join(packages)}")
+        return False
+    prefix: list[str] = []
+    if os.geteuid() != 0:
+        sudo = shutil.which("sudo")
+        if not sudo:
+            log(f"not root and no sudo: cannot install {' '.join(packages)}")
+            return False
+        prefix = [sudo, "-n"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    commands = []
+    if not _apt_updated:
+        commands.append(prefix + [apt, "update"])
+    commands.append(prefix + [apt, "install", "-y", "--no-install-recommends", *packages])
+    for cmd in commands:
+        log("running: " + " ".join(cmd))
+        result = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).strip().splitlines()
+            log(f"command failed (exit {result.returncode}):")
+            for line in output[-15:]:
+                print("    " + line)
+            return False
+        if cmd[-1] == "update":
+            _apt_updated = True
+    return True
+
+
+def ensure_tools(tools: dict[str, str], *, required: bool = True) -> dict[str, str | None]:
+    """Map binary -> path, installing the missing ones ({binary: apt package})."""
+    paths = {name: find_binary(name) for name in tools}
+    missing = [name for name, path in paths.items() if path is None]
+    if missing:
+        packages = sorted({tools[name] for name in missing})
+        log(f"missing {', '.join(missing)}: installing {' '.join(packages)} with apt-get")
+        ok = apt_install(packages)
+        paths = {name: find_binary(name) for name in tools}
+        still = [name for name, path in paths.items() if path is None]
+        if still and required:
+            hint = "" if ok else " (apt-get install failed, see above)"
+            raise BenchError(
+                f"{', '.join(still)} not available{hint}; install with: "
+                f"sudo apt-get install -y {' '.join(packages)}"
+            )
+    return paths
+
+
+# --------------------------------------------------------------------------
+# network helpers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_request(
+    url: str,
+    *,
+    body: dict | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int | None, bytes]:
+    """One HTTP request with urllib; (status, body) or (None, error text)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        return None, str(exc).encode()
+
+
+def wait_ready(
+    name: str,
+    url: str,
+    proc: subprocess.Popen,
+    log_path: Path,
+    timeout: float = 60.0,
+) -> None:
+    """Wait for GET *url* to answer 200 while *proc* is alive."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(
+                f"{name} exited with code {proc.returncode} before it was ready; "
+                f"last output:\n{tail(log_path)}"
+            )
+        status, body = http_request(url, timeout=2)
+        if status == 200:
+            return
+        last = f"{status}: {body[:200].decode(errors='replace')}"
+        time.sleep(0.2)
+    raise BenchError(
+        f"{name} not ready after {timeout:.0f}s (GET {url} -> {last}); last output:\n{tail(log_path)}"
+    )
+
+
+def wait_port(name: str, port: int, proc: subprocess.Popen, log_path: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited with code {proc.returncode}; output:\n{tail(log_path)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise BenchError(f"{name} did not listen on port {port}; output:\n{tail(log_path)}")
+
+
+def venv_python() -> str:
+    candidate = REPO_ROOT / ".venv" / "bin" / "python"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+def venv_bin(name: str) -> str | None:
+    for folder in (REPO_ROOT / ".venv" / "bin", Path(sys.executable).parent):
+        candidate = folder / name
+        if candidate.exists():
+            return str(candidate)
+    return shutil.which(name)
+
+
+# --------------------------------------------------------------------------
+# servers
+
+
+@dataclass
+class Target:
+    name: str
+    url: str  # full chat-completions URL
+    auth: str | None = None  # Authorization header value
+    proc: subprocess.Popen | None = None  # stopped after the measurement
+    master_pid: int | None = None  # parent of the worker processes
+
+
+def nginx_supports_e(nginx: str) -> bool:
+    result = subprocess.run([nginx, "-v"], check=False, capture_output=True, text=True)
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", result.stderr + result.stdout)
+    return bool(match) and tuple(map(int, match.groups())) >= (1, 19, 5)
+
+
+def start_nginx(procs: Procs, tmp: Path, nginx: str) -> str:
+    """Static fake upstream; returns its base URL (http://127.0.0.1:PORT)."""
+    root = tmp / "nginx"
+    root.mkdir()
+    port = free_port()
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"""\
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{
+    worker_connections 8192;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {root}/client_body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /v1/chat/completions {{
+            default_type application/json;
+            return 200 '{NGINX_BODY}';
+        }}
+        location = /health {{
+            default_type text/plain;
+            return 200 'ok';
+        }}
+        location / {{
+            return 404;
+        }}
+    }}
+}}
+"""
+    )
+    argv = [nginx, "-p", str(root), "-c", str(conf)]
+    if nginx_supports_e(nginx):
+        argv += ["-e", str(root / "error.log")]
+    log_path = root / "nginx.log"
+    proc = procs.start("nginx", argv, log_path=log_path)
+    wait_port("nginx", port, proc, log_path)
+    base = f"http://127.0.0.1:{port}"
+    log(f"nginx fake upstream on {base} (pid {proc.pid})")
+    return base
+
+
+def start_redis(procs: Procs, tmp: Path) -> str | None:
+    """Throwaway redis-server; returns its URL prefix or None (with a message)."""
+    paths = ensure_tools({"redis-server": "redis-server"}, required=False)
+    redis = paths["redis-server"]
+    if not redis:
+        log("redis-server not available: the gateway runs WITHOUT REDIS_URL")
+        return None
+    root = tmp / "redis"
+    root.mkdir()
+    port = free_port()
+    argv = [
+        redis,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(root),
+        "--daemonize",
+        "no",
+        "--maxclients",
+        "10000",
+    ]
+    log_path = root / "redis.log"
+    proc = procs.start("redis-server", argv, log_path=log_path)
+    try:
+        wait_port("redis-server", port, proc, log_path)
+    except BenchError as exc:
+        log(f"{exc}\nthe gateway runs WITHOUT REDIS_URL")
+        procs.stop(proc)
+        return None
+    log(f"redis-server on 127.0.0.1:{port} (pid {proc.pid})")
+    return f"redis://127.0.0.1:{port}"
+
+
+def start_passthrough(
+    procs: Procs, tmp: Path, upstream: str, workers: int, name: str = "passthrough"
+) -> Target:
+    root = tmp / name
+    root.mkdir()
+    port = free_port()
+    env = dict(os.environ, BENCH_UPSTREAM=upstream)
+    argv = [
+        venv_python(),
+        "-m",
+        "uvicorn",
+        "bench.passthrough:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+        "--timeout-graceful-shutdown",
+        "2",
+    ]
+    log_path = root / "server.log"
+    proc = procs.start(name, argv, log_path=log_path, cwd=REPO_ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(name, base + "/health", proc, log_path)
+    log(f"{name} (uvicorn, {workers} workers) on {base} -> {upstream}")
+    return Target("passthrough", base + ENDPOINT, None, proc, proc.pid)
+
+
+def start_gateway(
+    procs: Procs,
+    tmp: Path,
+    upstream_v1: str,
+    redis_url: str | None,
+    workers: int,
+    name: str = "gateway",
+) -> Target:
+    """migrate + bootstrap + gunicorn, in a fresh temp dir and database."""
+    if not (REPO_ROOT / "manage.py").exists():
+        raise BenchError(f"{REPO_ROOT / 'manage.py'} not found")
+    gunicorn = venv_bin("gunicorn")
+    if not gunicorn:
+        raise BenchError("gunicorn is not installed in the venv")
+    root = tmp / name
+    root.mkdir()
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=f"sqlite:///{root / 'bench.sqlite3'}",
+        SECRET_KEY="bench",
+        DJANGO_DEBUG="0",
+        LOG_LEVEL="WARNING",
+        DATA_DIR=str(root / "data"),
+    )
+    env.pop("REDIS_URL", None)
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    python = venv_python()
+
+    def manage(*args: str) -> str:
+        cmd = [python, "manage.py", *args]
+        log(f"{name}: {' '.join(cmd[1:])}")
+        try:
+            result = subprocess.run(
+                cmd,
+                check=False,
+                cwd=REPO_ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"`manage.py {' '.join(args)}` timed out") from exc
+        if result.returncode != 0:
+            output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
+            raise BenchError(f"`manage.py {' '.join(args)}` failed (exit {result.returncode}):\n{output}")
+        return result.stdout
+
+    manage("migrate", "--noinput")
+    out = manage("bootstrap", "--upstream-url", upstream_v1, "--models", MODEL)
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    if not lines or not lines[-1].startswith("DEMO_API_KEY="):
+        raise BenchError(
+            "`manage.py bootstrap` did not end with a DEMO_API_KEY=<key> line; "
+            f"stdout tail:\n{chr(10).join(lines[-10:]) or '(empty)'}"
+        )
+    key = lines[-1].split("=", 1)[1]
+    if not key:
+        raise BenchError("`manage.py bootstrap` printed an empty DEMO_API_KEY")
+
+    port = free_port()
+    argv = [
+        gunicorn,
+        "gateway_project.asgi:application",
+        "-k",
+        "uvicorn_worker.UvicornWorker",
+        "-w",
+        str(workers),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "warning",
+    ]
+    log_path = root / "gunicorn.log"
+    proc = procs.start(name, argv, log_path=log_path, cwd=REPO_ROOT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(name, base + "/health", proc, log_path, timeout=60)
+    log(
+        f"{name} (gunicorn, {workers} UvicornWorkers, "
+        f"{'redis' if redis_url else 'no redis'}) on {base} -> {upstream_v1}"
+    )
+    return Target("gateway", base + ENDPOINT, f"Bearer {key}", proc, proc.pid)
+
+
+def start_litellm(procs: Procs, tmp: Path, upstream: str, workers: int) -> Target:
+    litellm = LITELLM_VENV / "bin" / "litellm"
+    if not litellm.exists():
+        if not (LITELLM_VENV / "bin" / "pip").exists():
+            log(f"creating {LITELLM_VENV}")
+            subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        cmd = [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "litellm[proxy]"]
+        log("running: " + " ".join(cmd) + "  (large, takes a while)")
+        if subprocess.run(cmd, check=False).returncode != 0 or not litellm.exists():
+            raise BenchError("pip install 'litellm[proxy]' failed")
+    root = tmp / "litellm"
+    root.mkdir()
+    config = root / "config.yaml"
+    config.write_text(
+        f"""\
+model_list:
+  - model_name: {MODEL}
+    litellm_params:
+      model: openai/{MODEL}
+      api_base: {upstream}/v1
+      api_key: sk-dummy-upstream-key
+general_settings:
+  master_key: sk-bench
+litellm_settings:
+  telemetry: false
+"""
+    )
+    port = free_port()
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+    for var in ("DATABASE_URL", "REDIS_URL", "REDIS_HOST"):
+        env.pop(var, None)
+    argv = [
+        str(litellm),
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--num_workers",
+        str(workers),
+    ]
+    log_path = root / "litellm.log"
+    proc = procs.start("litellm", argv, log_path=log_path, cwd=root, env=env)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready("litellm", base + "/health/liveliness", proc, log_path, timeout=180)
+    log(f"litellm ({workers} workers) on {base} -> {upstream}/v1")
+    return Target("litellm", base + ENDPOINT, "Bearer sk-bench", proc, proc.pid)
+
+
+def start_slow_stream(procs: Procs, tmp: Path, chunks: int, interval: float) -> str:
+    root = tmp / "slow_stream"
+    root.mkdir()
+    port = free_port()
+    argv = [
+        venv_python(),
+        str(BENCH_DIR / "slow_stream.py"),
+        "--port",
+        str(port),
+        "--chunks",
+        str(chunks),
+        "--interval",
+        str(interval),
+    ]
+    log_path = root / "server.log"
+    proc = procs.start("slow_stream", argv, log_path=log_path, cwd=REPO_ROOT)
+    base = f"http://127.0.0.1:{port}"
+    wait_ready("slow_stream", base + "/health", proc, log_path, timeout=30)
+    log(f"slow streaming upstream on {base} ({chunks} chunks, {interval}s apart)")
+    return base
+
+
+# --------------------------------------------------------------------------
+# measurements
+
+
+def precheck(target: Target) -> None:
+    """One real request; anything but a 200 aborts the target (no benchmarking 401s)."""
+    headers = {"Authorization": target.auth} if target.auth else {}
+    status, body = http_request(target.url, body=REQUEST_BODY, headers=headers)
+    text = body[:1000].decode(errors="replace")
+    if status != 200:
+        raise BenchError(f"pre-flight POST {target.url} -> {status}: {text}")
+    log(f"{target.name}: pre-flight 200 {text[:100]}")
+
+
+@dataclass
+class WrkResult:
+    target: str
+    connections: int
+    values: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        v = self.values
+        return int(v["non2xx"] + v["connect"] + v["read"] + v["write"] + v["timeout"])
+
+    def as_json(self) -> dict:
+        return {
+            "target": self.target,
+            "connections": self.connections,
+            "rps": round(self.values["rps"], 1),
+            "p50_ms": round(self.values["p50_ms"], 3),
+            "p99_ms": round(self.values["p99_ms"], 3),
+            "errors": self.errors,
+        }
+
+
+def run_wrk(
+    wrk: str,
+    target: Target,
+    connections: int,
+    threads: int,
+    duration: int,
+    verbose: bool = False,
+) -> WrkResult:
+    cmd = [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(POST_LUA),
+        target.url,
+    ]
+    env = dict(os.environ, BENCH_AUTH=target.auth or "")
+    try:
+        result = subprocess.run(
+            cmd,
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk did not finish: {' '.join(cmd)}") from exc
+    if verbose:
+        print(result.stdout)
+    line = next(
+        (ln for ln in result.stdout.splitlines() if ln.startswith("BENCH_RESULT ")),
+        None,
+    )
+    if result.returncode != 0 or line is None:
+        raise BenchError(
+            f"wrk failed (exit {result.returncode}): {' '.join(cmd)}\n"
+            f"{result.stdout[-1500:]}{result.stderr[-1500:]}"
+        )
+    values = {}
+    for item in line.split()[1:]:
+        key, _, value = item.partition("=")
+        values[key] = float(value)
+    return WrkResult(target.name, connections, values)
+
+
+def measure(wrk: str, target: Target, duration: int, verbose: bool) -> list[WrkResult]:
+    precheck(target)
+    log(f"{target.name}: warm-up {WARMUP_SECONDS}s")
+    warm = run_wrk(wrk, target, 32, 2, WARMUP_SECONDS)
+    if warm.errors:
+        log(f"{target.name}: warm-up saw {warm.errors} errors")
+    results = []
+    for connections, threads in CONNECTIONS:
+        res = run_wrk(wrk, target, connections, threads, duration, verbose)
+        v = res.values
+        flag = (
+            ""
+            if res.errors == 0
+            else (
+                f"  !! non2xx={v['non2xx']:.0f} connect={v['connect']:.0f} "
+                f"read={v['read']:.0f} write={v['write']:.0f} timeout={v['timeout']:.0f}"
+            )
+        )
+        log(
+            f"{target.name} c={connections}: {v['rps']:.0f} req/s, p50 {v['p50_ms']:.3f} ms, "
+            f"p99 {v['p99_ms']:.3f} ms, max {v['max_ms']:.1f} ms{flag}"
+        )
+        results.append(res)
+    return results
+
+
+# --------------------------------------------------------------------------
+# streaming test
+
+
+def child_pids(parent: int) -> list[int]:
+    """Worker processes: children of *parent*, minus multiprocessing helpers."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if b"resource_tracker" in cmdline or b"semaphore_tracker" in cmdline:
+            continue
+        pids.append(int(entry))
+    return pids
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+async def _stream_test(target: Target, count: int, chunks: int, interval: float) -> dict:
+    import aiohttp
+
+    body = dict(REQUEST_BODY, stream=True)
+    headers = {"Authorization": target.auth} if target.auth else {}
+    peak: dict[int, float] = {}
+    baseline: dict[int, float] = {}
+
+    def sample(into: dict[int, float]) -> None:
+        for pid in child_pids(target.master_pid or 0):
+            value = rss_mb(pid)
+            if value is not None:
+                into[pid] = max(into.get(pid, 0.0), value)
+
+    sample(baseline)
+    stop = asyncio.Event()
+
+    async def sampler() -> None:
+        while not stop.is_set():
+            sample(peak)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    failures: dict[str, int] = {}
+    first_chunk: list[float] = []
+    start = time.monotonic()
+
+    async def one(session: aiohttp.ClientSession) -> bool:
+        try:
+            async with session.post(target.url, json=body, headers=headers) as resp:
+                if resp.status != 200:
+                    text = (await resp.text())[:200]
+                    reason = f"HTTP {resp.status}: {text}"
+                    failures[reason] = failures.get(reason, 0) + 1
+                    return False
+                seen_first = False
+                done = False
+                async for line in resp.content:
+                    if not seen_first:
+                        first_chunk.append(time.monotonic() - start)
+                        seen_first = True
+                    if line.strip() == b"data: [DONE]":
+                        done = True
+                if not done:
+                    failures["stream ended without [DONE]"] = (
+                        failures.get("stream ended without [DONE]", 0) + 1
+                    )
+                return done
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:200]
+            failures[reason] = failures.get(reason, 0) + 1
+            return False
+
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(total=chunks * interval + 180, sock_connect=60)
+    # Ctrl-C / SIGTERM must stop the test at once, not after the streams end.
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    interrupted: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        interrupted.append(sig)
+        if main_task is not None:
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    sampler_task = asyncio.create_task(sampler())
+    try:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            outcomes = await asyncio.gather(*(one(session) for _ in range(count)))
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        install_signal_handlers()
+        stop.set()
+        await sampler_task
+    seconds = time.monotonic() - start
+    sample(peak)
+
+    first_chunk.sort()
+    peak_json = {str(pid): round(mb, 1) for pid, mb in sorted(peak.items())}
+    return {
+        "target": target.name,
+        "streams": count,
+        "completed": sum(outcomes),
+        "peak_rss_mb": peak_json,
+        "max_worker_rss_mb": round(max(peak.values()), 1) if peak else None,
+        "seconds": round(seconds, 2),
+        "baseline_rss_mb": {str(pid): round(mb, 1) for pid, mb in sorted(baseline.items())},
+        "first_chunk_p50_s": (round(first_chunk[len(first_chunk) // 2], 3) if first_chunk else None),
+        "first_chunk_max_s": round(first_chunk[-1], 3) if first_chunk else None,
+        "failures": failures,
+    }
+
+
+def stream_test(target: Target, count: int, chunks: int, interval: float) -> dict:
+    precheck(target)
+    log(f"{target.name}: {count} concurrent streams ({chunks} chunks x {interval}s)...")
+    coro = _stream_test(target, count, chunks, interval)
+    try:
+        import uvloop
+    except ImportError:
+        result = asyncio.run(coro)
+    else:
+        result = uvloop.run(coro)
+    peaks = ", ".join(f"pid {pid}: {mb} MB" for pid, mb in result["peak_rss_mb"].items())
+    log(
+        f"{target.name}: {result['completed']}/{count} streams ended with [DONE] in "
+        f"{result['seconds']}s; first chunk p50 {result['first_chunk_p50_s']}s "
+        f"max {result['first_chunk_max_s']}s; peak worker RSS {peaks or 'n/a'}"
+    )
+    for reason, n in list(result["failures"].items())[:5]:
+        log(f"{target.name}:   {n} x {reason}")
+    return result
+
+
+# --------------------------------------------------------------------------
+# report
+
+
+def find(results: list[WrkResult], target: str, connections: int) -> WrkResult | None:
+    return next(
+        (r for r in results if r.target == target and r.connections == connections),
+        None,
+    )
+
+
+def derive(results: list[WrkResult], duration: int) -> dict:
+    derived: dict = {"wrk_duration_s": duration} if results else {}
+    gw32, pt32 = find(results, "gateway", 32), find(results, "passthrough", 32)
+    gw1, pt1 = find(results, "gateway", 1), find(results, "passthrough", 1)
+    d1 = find(results, "direct", 1)
+    ll32, ll1 = find(results, "litellm", 32), find(results, "litellm", 1)
+
+    def ratio(a: WrkResult | None, b: WrkResult | None) -> float | None:
+        if a and b and b.values["rps"]:
+            return round(a.values["rps"] / b.values["rps"], 3)
+        return None
+
+    def p50_minus(a: WrkResult | None, b: WrkResult | None) -> float | None:
+        if a and b:
+            return round(a.values["p50_ms"] - b.values["p50_ms"], 3)
+        return None
+
+    derived["gateway_over_passthrough_rps_c32"] = ratio(gw32, pt32)
+    derived["gateway_over_passthrough_rps_c1"] = ratio(gw1, pt1)
+    derived["gateway_minus_direct_p50_ms_c1"] = p50_minus(gw1, d1)
+    derived["passthrough_minus_direct_p50_ms_c1"] = p50_minus(pt1, d1)
+    if ll32 or ll1:
+        derived["gateway_over_litellm_rps_c32"] = ratio(gw32, ll32)
+        derived["litellm_minus_direct_p50_ms_c1"] = p50_minus(ll1, d1)
+    invalid = [f"{r.target}@c{r.connections}" for r in results if r.errors]
+    if invalid:
+        derived["invalid_runs"] = invalid
+    return derived
+
+
+def goals(derived: dict, results: list[WrkResult], stream: dict | None) -> dict[str, str]:
+    """Goal -> "pass", "fail", "invalid" (a run it needs had errors) or "not measured"."""
+    invalid = set(derived.get("invalid_runs", []))
+
+    def verdict(value: float | None, passed: bool, *runs: str) -> str:
+        if value is None:
+            return "not measured"
+        if any(run in invalid for run in runs):
+            return "invalid"
+        return "pass" if passed else "fail"
+
+    gw32 = find(results, "gateway", 32)
+    rps = gw32.values["rps"] if gw32 else None
+    over = derived.get("gateway_over_passthrough_rps_c32")
+    p50 = derived.get("gateway_minus_direct_p50_ms_c1")
+    out = {
+        f"gateway_rps_c32>={GOAL_GATEWAY_RPS:.0f}": verdict(
+            rps, rps is not None and rps >= GOAL_GATEWAY_RPS, "gateway@c32"
+        ),
+        f"gateway_over_passthrough_rps_c32>={GOAL_GATEWAY_OVER_PASSTHROUGH}": verdict(
+            over,
+            over is not None and over >= GOAL_GATEWAY_OVER_PASSTHROUGH,
+            "gateway@c32",
+            "passthrough@c32",
+        ),
+        f"gateway_minus_direct_p50_ms_c1<={GOAL_P50_OVERHEAD_MS}": verdict(
+            p50,
+            p50 is not None and p50 <= GOAL_P50_OVERHEAD_MS,
+            "gateway@c1",
+            "direct@c1",
+        ),
+    }
+    rss = stream.get("max_worker_rss_mb") if stream else None
+    rss_goal = f"stream_max_worker_rss_mb<={GOAL_STREAM_RSS_MB:.0f}"
+    if stream is None or rss is None:
+        out[rss_goal] = "not measured"
+    elif stream["completed"] != stream["streams"]:
+        out[rss_goal] = "invalid"  # streams failed: the memory figure says little
+    else:
+        out[rss_goal] = "pass" if rss <= GOAL_STREAM_RSS_MB else "fail"
+    return out
+
+
+def print_report(
+    results: list[WrkResult],
+    derived: dict,
+    unavailable: dict[str, str],
+    streams: dict[str, dict],
+) -> None:
+    print()
+    header = f"{'target':<12} {'conns':>5} {'rps':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>8}"
+    if results:
+        print(header)
+        print("-" * len(header))
+    for r in results:
+        v = r.values
+        errors = f"{r.errors}" + (" !!" if r.errors else "")
+        print(
+            f"{r.target:<12} {r.connections:>5} {v['rps']:>10.1f} {v['p50_ms']:>9.3f} "
+            f"{v['p99_ms']:>9.3f} {errors:>8}"
+        )
+    if any(r.errors for r in results):
+        print("!! = non-2xx responses or socket errors: those figures are NOT valid")
+    for name, reason in unavailable.items():
+        first = one_line(reason)
+        print(f"{name:<12} not measured: {first}")
+    print()
+
+    def fmt(value: object, unit: str = "") -> str:
+        return "n/a" if value is None else f"{value}{unit}"
+
+    if results:
+        print(
+            f"gateway rps / passthrough rps (32 conns): "
+            f"{fmt(derived.get('gateway_over_passthrough_rps_c32'))}  "
+            f"(goal >= {GOAL_GATEWAY_OVER_PASSTHROUGH})"
+        )
+        print(
+            f"gateway p50 - direct p50 (1 conn):       "
+            f"{fmt(derived.get('gateway_minus_direct_p50_ms_c1'), ' ms')}  "
+            f"(goal <= {GOAL_P50_OVERHEAD_MS} ms)"
+        )
+        print(
+            f"passthrough p50 - direct p50 (1 conn):   "
+            f"{fmt(derived.get('passthrough_minus_direct_p50_ms_c1'), ' ms')}  (reference)"
+        )
+        if "gateway_over_litellm_rps_c32" in derived:
+            ratio = fmt(derived.get("gateway_over_litellm_rps_c32"))
+            print(f"gateway rps / litellm rps (32 conns):    {ratio}")
+        print()
+    for label, s in streams.items():
+        print(
+            f"{label}: {s['completed']}/{s['streams']} streams completed in "
+            f"{s['seconds']}s, max worker RSS {fmt(s['max_worker_rss_mb'], ' MB')} "
+            f"(per worker: {s['peak_rss_mb']})"
+        )
+    if streams:
+        print()
+    for goal, state in derived.get("goals", {}).items():
+        print(f"goal {goal}: {state.upper() if state in ('pass', 'fail') else state}")
+    print()
+
+
+def machine_info() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+# --------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark the gateway against nginx, a raw passthrough and LiteLLM."
+    )
+    parser.add_argument(
+        "--duration",
+        type=int,
+        default=10,
+        help="seconds per wrk measurement (default 10)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(TARGETS),
+        help="comma-separated targets (default: all; litellm also needs BENCH_LITELLM=1)",
+    )
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="also run the 1,000-stream memory test (gateway, passthrough as reference)",
+    )
+    parser.add_argument(
+        "--stream-only",
+        action="store_true",
+        help="run only the streaming test (no wrk runs)",
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=1000,
+        help="concurrent streams for --stream (default 1000)",
+    )
+    parser.add_argument("--stream-chunks", type=int, default=40)
+    parser.add_argument("--stream-interval", type=float, default=0.5)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes for passthrough/gateway/litellm (default 2)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="results file (default bench/results/latest.json; bench/results/stream.json with --stream-only)",
+    )
+    parser.add_argument(
+        "--keep-tmp",
+        action="store_true",
+        help="keep the temp dir (configs, logs, sqlite) for inspection",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="print wrk's output")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown or not names:
+        parser.error(f"--only takes a comma-separated subset of {','.join(TARGETS)}")
+    args.targets = [t for t in TARGETS if t in names]
+    if args.stream_only:
+        args.stream = True
+    if args.output is None:
+        args.output = RESULTS_DIR / ("stream.json" if args.stream_only else "latest.json")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_signal_handlers()
+    nofile = raise_nofile_limit()
+
+    targets = list(args.targets)
+    if "litellm" in targets and os.environ.get("BENCH_LITELLM") != "1":
+        targets.remove("litellm")
+        log("litellm skipped: set BENCH_LITELLM=1 to benchmark it too")
+
+    procs = Procs()
+    tmp = Path(tempfile.mkdtemp(prefix="gwbench-"))
+    results: list[WrkResult] = []
+    unavailable: dict[str, str] = {}
+    streams: dict[str, dict] = {}
+    redis_url: str | None = None
+    redis_started = False
+    log(f"temp dir {tmp}; RLIMIT_NOFILE {nofile}; {os.cpu_count()} CPUs")
+
+    def gateway_redis(db: int) -> str | None:
+        # One redis-server, one database per gateway instance: each instance has
+        # its own SQLite file, so cached rows (same ids) must not leak between them.
+        nonlocal redis_url, redis_started
+        if not redis_started:
+            redis_started = True
+            redis_url = start_redis(procs, tmp)
+        return f"{redis_url}/{db}" if redis_url else None
+
+    try:
+        wrk_targets = [] if args.stream_only else targets
+        if wrk_targets:
+            tools = ensure_tools({"nginx": "nginx", "wrk": "wrk"})
+            nginx, wrk = str(tools["nginx"]), str(tools["wrk"])
+            upstream = start_nginx(procs, tmp, nginx)
+
+            for name in wrk_targets:
+                log(f"=== {name} ===")
+                target: Target | None = None
+                try:
+                    if name == "direct":
+                        target = Target("direct", upstream + ENDPOINT)
+                    elif name == "passthrough":
+                        target = start_passthrough(procs, tmp, upstream, args.workers)
+                    elif name == "gateway":
+                        target = start_gateway(procs, tmp, upstream + "/v1", gateway_redis(0), args.workers)
+                    else:
+                        target = start_litellm(procs, tmp, upstream, args.workers)
+                    results.extend(measure(wrk, target, args.duration, args.verbose))
+                except Exception as exc:  # report, then go on with the other targets
+                    unavailable[name] = describe(exc)
+                    log(f"{name}: NOT MEASURED: {unavailable[name]}")
+                finally:
+                    if target is not None and target.proc is not None:
+                        procs.stop(target.proc)
+
+        if args.stream:
+            stream_targets = [t for t in ("gateway", "passthrough") if t in targets]
+            if not stream_targets:
+                log("--stream needs gateway and/or passthrough in --only")
+            else:
+                slow = start_slow_stream(procs, tmp, args.stream_chunks, args.stream_interval)
+            for name in stream_targets:
+                log(f"=== stream: {name} ===")
+                target = None
+                try:
+                    if name == "gateway":
+                        target = start_gateway(
+                            procs,
+                            tmp,
+                            slow + "/v1",
+                            gateway_redis(1),
+                            args.workers,
+                            name="gateway-stream",
+                        )
+                    else:
+                        target = start_passthrough(procs, tmp, slow, args.workers, name="passthrough-stream")
+                    streams[name] = stream_test(
+                        target, args.streams, args.stream_chunks, args.stream_interval
+                    )
+                except Exception as exc:  # report, then go on with the other targets
+                    unavailable[f"stream:{name}"] = describe(exc)
+                    log(f"stream {name}: NOT MEASURED: {unavailable[f'stream:{name}']}")
+                finally:
+                    if target is not None and target.proc is not None:
+                        procs.stop(target.proc)
+    except BenchError as exc:
+        log(f"ERROR: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        log("interrupted, cleaning up")
+        return 130
+    except SystemExit:
+        log("terminated by a signal, cleaning up")
+        raise
+    finally:
+        procs.stop_all()
+        if args.keep_tmp:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    derived = derive(results, args.duration)
+    if unavailable:
+        derived["unavailable"] = {k: one_line(v) for k, v in unavailable.items()}
+    derived["goals"] = goals(derived, results, streams.get("gateway"))
+    print_report(results, derived, unavailable, streams)
+
+    report: dict = {
+        "machine": machine_info(),
+        "runs": [r.as_json() for r in results],
+        "derived": derived,
+    }
+    if "gateway" in streams:
+        report["stream"] = streams["gateway"]
+    if "passthrough" in streams:
+        report["stream_passthrough"] = streams["passthrough"]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wrote {args.output}")
+    failed = bool(unavailable) or any(r.errors for r in results)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
