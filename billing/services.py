@@ -138,3 +138,80 @@ def _roll_up(events: list[dict]) -> None:
                 cached_tokens=row[4],
                 cost=row[5],
             )
+
+
+# --- redemption codes ---------------------------------------------------------------------
+
+REDEMPTION_PREFIX = "rc-"
+
+
+class RedemptionError(Exception):
+    pass
+
+
+def redemption_codes_generate(
+    *, count: int, amount: int, batch: str = "", expires_at=None, created_by=None
+) -> list[str]:
+    """Create ``count`` codes worth ``amount`` nanos each; returns the plain codes, which
+    are shown once (only their hashes are stored)."""
+    import secrets
+
+    from keys.services import hash_key
+
+    from .models import RedemptionCode
+
+    if not isinstance(count, int) or not 1 <= count <= 10_000:
+        raise RedemptionError("count must be between 1 and 10000")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise RedemptionError("amount must be a positive number of nanos")
+    plain = [REDEMPTION_PREFIX + secrets.token_urlsafe(18) for _ in range(count)]
+    RedemptionCode.objects.bulk_create(
+        [
+            RedemptionCode(
+                prefix=code[:10],
+                code_hash=hash_key(code),
+                amount=amount,
+                batch=batch[:100],
+                expires_at=expires_at,
+                created_by=created_by,
+            )
+            for code in plain
+        ],
+        batch_size=1000,
+    )
+    return plain
+
+
+def redemption_redeem(*, user, code: str) -> BillingRecord:
+    """Credit the code's amount to ``user``: one ledger row. A code redeems once, even when
+    two requests race for it (the status flip is a conditional UPDATE)."""
+    from django.utils import timezone
+
+    from accounts.services import user_adjust_balance
+    from keys.services import hash_key
+
+    from .models import RedemptionCode
+
+    code_hash = hash_key((code or "").strip())
+    with transaction.atomic():
+        row = RedemptionCode.objects.filter(code_hash=code_hash).first()
+        if row is None:
+            raise RedemptionError("This code does not exist.")
+        if row.status != RedemptionCode.Status.UNUSED:
+            raise RedemptionError(
+                "This code has already been used." if row.status == "redeemed" else "This code is disabled."
+            )
+        now = timezone.now()
+        if row.expires_at and row.expires_at <= now:
+            raise RedemptionError("This code has expired.")
+        claimed = RedemptionCode.objects.filter(pk=row.pk, status=RedemptionCode.Status.UNUSED).update(
+            status=RedemptionCode.Status.REDEEMED, redeemed_by=user, redeemed_at=now
+        )
+        if not claimed:
+            raise RedemptionError("This code has already been used.")
+        return user_adjust_balance(
+            user=user,
+            amount=row.amount,
+            kind=BillingRecord.Kind.REDEMPTION,
+            description=f"redemption code {row.prefix}…",
+        )
