@@ -64,7 +64,15 @@ class UserAdmin(BaseUserAdmin):
         if not obj.pk:
             return "-"
         url = reverse("admin:accounts_user_adjust_balance", args=[obj.pk])
-        return format_html('<a class="button" href="{}">Adjust balance (writes a ledger row)</a>', url)
+        ledger = reverse("admin:billing_billingrecord_changelist") + f"?user__id__exact={obj.pk}"
+        logs = reverse("admin:billing_usagelog_changelist") + f"?user__id__exact={obj.pk}"
+        return format_html(
+            '<a class="button" href="{}">Adjust balance (writes a ledger row)</a> '
+            '<a href="{}">Ledger</a> · <a href="{}">Usage logs</a>',
+            url,
+            ledger,
+            logs,
+        )
 
     def get_urls(self):
         custom = [

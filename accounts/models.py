@@ -41,6 +41,9 @@ class User(AbstractUser):
         validators=[MinValueValidator(0)],
         help_text="How far below zero the balance may go (0: requests stop at a zero balance).",
     )
+    rpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute across all of the user's keys; empty: none."
+    )
     group = models.ForeignKey(
         PriceGroup,
         null=True,

@@ -41,7 +41,7 @@ def user_adjust_balance(
     if not updated:
         raise BalanceError(f"user {user_id} does not exist")
     balance_after = User.objects.select_for_update().values_list("balance", flat=True).get(pk=user_id)
-    return BillingRecord.objects.create(
+    record = BillingRecord.objects.create(
         user_id=user_id,
         api_key_id=api_key_id,
         kind=kind,
@@ -51,6 +51,15 @@ def user_adjust_balance(
         description=description[:255],
         created_by=created_by,
     )
+    transaction.on_commit(lambda: _mirror_balance(user_id, balance_after, record.pk))
+    return record
+
+
+def _mirror_balance(user_id: int, balance: int, seq: int) -> None:
+    """Tell the relay's counter store the new balance (ordered by the ledger row id)."""
+    from quotas.counters import Settlement, get_store
+
+    get_store().settled(Settlement(charges=[], balances={user_id: (balance, seq)}))
 
 
 def user_create(

@@ -1,7 +1,15 @@
-from django.contrib import admin
+import csv
 
+from django import forms
+from django.contrib import admin, messages
+from django.http import StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+
+from . import reports, services
+from .fields import MoneyFormField
 from .models import BillingRecord, DailyUsage, ModelPrice, RedemptionCode, UsageLog
-from .money import format_money
+from .money import format_money, from_nanos
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -34,8 +42,22 @@ class ModelPriceAdmin(admin.ModelAdmin):
     raw_id_fields = ["model"]
 
 
+class _Echo:
+    def write(self, value):
+        return value
+
+
+CSV_FIELDS = [
+    "created_at", "request_id", "user_id", "api_key_id", "provider_id", "request_type", "endpoint",
+    "model_requested", "model_upstream", "model_billed", "stream", "status_code", "prompt_tokens",
+    "completion_tokens", "cached_tokens", "usage_estimated", "cost", "latency_ms", "ttft_ms", "client_ip",
+    "error",
+]  # fmt: skip
+
+
 @admin.register(UsageLog)
 class UsageLogAdmin(ReadOnlyAdmin):
+    actions = ["export_csv"]
     list_display = [
         "created_at",
         "request_id",
@@ -50,7 +72,7 @@ class UsageLogAdmin(ReadOnlyAdmin):
         "latency_ms",
         "stream",
     ]
-    list_filter = ["status_code", "request_type", "stream", "provider", "model_requested"]
+    list_filter = ["status_code", "request_type", "stream", "provider", "model_requested", "usage_estimated"]
     search_fields = ["request_id", "model_requested", "user__username", "api_key__prefix"]
     date_hierarchy = "created_at"
     list_select_related = ["user", "api_key", "provider"]
@@ -58,6 +80,79 @@ class UsageLogAdmin(ReadOnlyAdmin):
     @admin.display(description="cost", ordering="cost")
     def cost_display(self, obj):
         return format_money(obj.cost)
+
+    @admin.action(description="Export selected as CSV (use 'select all' for the whole filtered list)")
+    def export_csv(self, request, queryset):
+        writer = csv.writer(_Echo())
+
+        def rows():
+            yield writer.writerow([*CSV_FIELDS, "cost_amount"])
+            for log in queryset.order_by("created_at").values_list(*CSV_FIELDS).iterator(chunk_size=2000):
+                cost = log[CSV_FIELDS.index("cost")]
+                yield writer.writerow([*log, f"{from_nanos(cost)}"])
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        response["Content-Disposition"] = 'attachment; filename="usage-logs.csv"'
+        return response
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        custom = [
+            path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="billing_dashboard"),
+        ]
+        return custom + super().get_urls()
+
+    def dashboard_view(self, request):
+        days = 30
+        data = reports.dashboard(days=days)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Usage dashboard",
+            "opts": self.model._meta,
+            "data": data,
+            "charts": [
+                _bar_chart("Spend per day", data["series"], "cost", money=True),
+                _bar_chart("Requests per day", data["series"], "requests"),
+                _bar_chart("Tokens per day", data["series"], "tokens"),
+            ],
+            "days": days,
+        }
+        return TemplateResponse(request, "admin/billing/dashboard.html", context)
+
+
+def _bar_chart(title: str, series: list[dict], field: str, *, money: bool = False) -> dict:
+    """An SVG bar chart rendered on the server: no JavaScript, no CDN."""
+    values = [
+        (row["prompt_tokens"] + row["completion_tokens"]) if field == "tokens" else row[field]
+        for row in series
+    ]
+    peak = max(values) or 1
+    width, height, gap = 720, 160, 2
+    bar = width / max(len(values), 1)
+    bars = []
+    for index, (row, value) in enumerate(zip(series, values, strict=True)):
+        bar_height = round(value / peak * (height - 20), 1)
+        label = format_money(value) if money else f"{value:,}"
+        bars.append(
+            {
+                "x": round(index * bar, 1),
+                "y": round(height - bar_height, 1),
+                "w": round(bar - gap, 1),
+                "h": bar_height,
+                "title": f"{row['day']:%Y-%m-%d}: {label}",
+            }
+        )
+    total = sum(values)
+    return {
+        "title": title,
+        "width": width,
+        "height": height,
+        "bars": bars,
+        "total": format_money(total) if money else f"{total:,}",
+        "peak": format_money(peak) if money else f"{peak:,}",
+    }
 
 
 @admin.register(BillingRecord)
@@ -86,8 +181,61 @@ class BillingRecordAdmin(ReadOnlyAdmin):
         return format_money(obj.balance_after)
 
 
+class GenerateCodesForm(forms.Form):
+    count = forms.IntegerField(min_value=1, max_value=10_000, initial=10)
+    amount = MoneyFormField(help_text="Credit per code, e.g. 5.00")
+    batch = forms.CharField(max_length=100, required=False)
+    expires_at = forms.DateTimeField(required=False, help_text="YYYY-MM-DD HH:MM, empty: never")
+
+
 @admin.register(RedemptionCode)
 class RedemptionCodeAdmin(admin.ModelAdmin):
+    actions = ["disable_codes"]
+    change_list_template = "admin/billing/redemptioncode/change_list.html"
+
+    def get_urls(self):
+        custom = [
+            path(
+                "generate/",
+                self.admin_site.admin_view(self.generate_view),
+                name="billing_redemption_generate",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def generate_view(self, request):
+        form = GenerateCodesForm(request.POST or None)
+        codes = None
+        if request.method == "POST" and form.is_valid():
+            if form.cleaned_data["amount"] <= 0:
+                form.add_error("amount", "The amount must be positive.")
+            else:
+                codes = services.redemption_codes_generate(
+                    count=form.cleaned_data["count"],
+                    amount=form.cleaned_data["amount"],
+                    batch=form.cleaned_data["batch"],
+                    expires_at=form.cleaned_data["expires_at"],
+                    created_by=request.user,
+                )
+                self.message_user(
+                    request, f"Generated {len(codes)} code(s). They are shown once.", messages.SUCCESS
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Generate redemption codes",
+            "opts": self.model._meta,
+            "form": form,
+            "codes": codes,
+        }
+        return TemplateResponse(request, "admin/billing/generate_codes.html", context)
+
+    @admin.action(description="Disable selected unused codes")
+    def disable_codes(self, request, queryset):
+        changed = queryset.filter(status=RedemptionCode.Status.UNUSED).update(
+            status=RedemptionCode.Status.DISABLED
+        )
+        self.message_user(request, f"Disabled {changed} code(s).", messages.SUCCESS)
+
     list_display = ["prefix", "amount_display", "batch", "status", "expires_at", "redeemed_by", "redeemed_at"]
     list_filter = ["status", "batch"]
     search_fields = ["prefix", "batch"]

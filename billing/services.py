@@ -8,11 +8,12 @@ ids would refuse a second charge anyway).
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Max
 
 from accounts.models import User
 from keys.models import APIKey
@@ -43,10 +44,26 @@ def _usage_log(event: dict) -> UsageLog:
     return log
 
 
-@transaction.atomic
 def usage_settle_batch(*, events: list[dict]) -> int:
     """Settle a batch; returns how many events were new. Safe to call again with the
-    same events."""
+    same events: the database part skips request ids it already has, and the counter
+    store releases each pending charge once."""
+    from quotas.counters import Settlement, get_store
+
+    settlement = Settlement(charges=[])
+    fresh = _settle_in_database(events, settlement)
+    settlement.charges = [
+        (e["request_id"], e["user_id"], e.get("key_id"), int(e["cost"]))
+        for e in events
+        if int(e.get("cost") or 0) > 0 and e.get("user_id")
+    ]
+    if settlement.charges or settlement.balances:
+        get_store().settled(settlement)
+    return fresh
+
+
+@transaction.atomic
+def _settle_in_database(events: list[dict], settlement) -> int:
     by_id = {}
     for event in events:
         by_id.setdefault(event["request_id"], event)  # duplicates inside a batch count once
@@ -68,6 +85,7 @@ def usage_settle_batch(*, events: list[dict]) -> int:
                 key_spend[event["key_id"]] += cost
 
     records = []
+    balances: dict[int, int] = {}
     for user_id in sorted(charges):  # a fixed order: concurrent batches never deadlock
         user_events = charges[user_id]
         total = sum(int(e["cost"]) for e in user_events)
@@ -76,6 +94,7 @@ def usage_settle_batch(*, events: list[dict]) -> int:
         if balance is None:
             logger.error("usage for a user that no longer exists", extra={"user_id": user_id})
             continue
+        balances[user_id] = balance
         # balance_after of each row, walking back from the balance after the whole batch
         running = balance + total
         for event in user_events:
@@ -93,10 +112,45 @@ def usage_settle_batch(*, events: list[dict]) -> int:
                 )
             )
     BillingRecord.objects.bulk_create(records, batch_size=500)
+    if balances:
+        # the ledger row id orders balance mirrors: a stale one never overwrites a newer
+        seqs = dict(
+            BillingRecord.objects.filter(user_id__in=list(balances))
+            .values("user_id")
+            .annotate(seq=Max("id"))
+            .values_list("user_id", "seq")
+        )
+        settlement.balances = {uid: (balance, seqs.get(uid, 0)) for uid, balance in balances.items()}
     for key_id in sorted(key_spend):
         APIKey.objects.filter(pk=key_id).update(spent=F("spent") + key_spend[key_id])
+    if key_spend:
+        stamp = time.time_ns()
+        settlement.spent = {
+            kid: (spent, stamp)
+            for kid, spent in APIKey.objects.filter(pk__in=list(key_spend)).values_list("pk", "spent")
+        }
     _roll_up(fresh)
+    _roll_up_quotas(fresh)
     return len(fresh)
+
+
+def _roll_up_quotas(events: list[dict]) -> None:
+    from quotas.models import QuotaUsage
+
+    totals: dict[tuple[int, int], int] = defaultdict(int)
+    for event in events:
+        tokens = int(event.get("prompt_tokens") or 0) + int(event.get("completion_tokens") or 0)
+        for quota_id, start, settle in event.get("quotas") or ():
+            amount = {"keep": 1, "tokens": tokens, "cost": int(event.get("cost") or 0)}[settle]
+            if amount:
+                totals[(quota_id, start)] += amount
+    for (quota_id, start), amount in sorted(totals.items()):
+        period_start = datetime.fromtimestamp(start, tz=UTC)
+        updated = QuotaUsage.objects.filter(quota_id=quota_id, period_start=period_start).update(
+            used=F("used") + amount
+        )
+        if not updated:
+            QuotaUsage.objects.create(quota_id=quota_id, period_start=period_start, used=amount)
 
 
 def _roll_up(events: list[dict]) -> None:
@@ -215,3 +269,30 @@ def redemption_redeem(*, user, code: str) -> BillingRecord:
             kind=BillingRecord.Kind.REDEMPTION,
             description=f"redemption code {row.prefix}…",
         )
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+def usage_logs_purge(*, older_than_days: int, batch_size: int = 5000, progress=None) -> int:
+    """Delete usage logs older than the retention period, a batch of ids at a time (short
+    transactions: the table is never locked for long). Daily roll-ups are kept."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    if older_than_days <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted = 0
+    while True:
+        ids = list(
+            UsageLog.objects.filter(created_at__lt=cutoff)
+            .order_by("id")
+            .values_list("id", flat=True)[:batch_size]
+        )
+        if not ids:
+            return deleted
+        deleted += UsageLog.objects.filter(id__in=ids).delete()[0]
+        if progress is not None:
+            progress(deleted)

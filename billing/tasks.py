@@ -65,3 +65,8 @@ def settle_from_redis(max_batches: int = 100) -> int:
 @shared_task(name="billing.settle_usage", ignore_result=True)
 def settle_usage() -> int:
     return settle_from_redis()
+
+
+@shared_task(name="billing.purge_usage_logs", ignore_result=True)
+def purge_usage_logs() -> int:
+    return services.usage_logs_purge(older_than_days=settings.USAGE_LOG_RETENTION_DAYS)

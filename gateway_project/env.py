@@ -104,18 +104,16 @@ def get_database(name: str, default_sqlite_path: str) -> dict:
     parsed = urlparse(value)
     scheme = parsed.scheme
     if scheme == "sqlite":
-        path = value[len("sqlite://") :]
-        if path.startswith("/") and not path.startswith("//"):
-            path = path[1:] if path[1:2] == "/" else path
+        # sqlite:///relative/path, sqlite:////absolute/path, sqlite:///:memory:
+        path = value[len("sqlite:///") :] if value.startswith("sqlite:///") else value[len("sqlite://") :]
         path = path or default_sqlite_path
-        if path == "/:memory:" or path == ":memory:":
-            path = ":memory:"
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": path,
             # a file, not Django's shared in-memory default: the relay's threads and the
             # tests share it, and only a file honours WAL and the busy timeout
-            "TEST": {"NAME": str(path) + ".test" if path != ":memory:" else ":memory:"},
+            # (per process, so concurrent test runs never share one)
+            "TEST": {"NAME": f"{path}.test-{os.getpid()}" if path != ":memory:" else ":memory:"},
             "OPTIONS": {
                 "timeout": 20,
                 "transaction_mode": "IMMEDIATE",

@@ -87,6 +87,9 @@ try:
     RELAY_BREAKER_COOLDOWN = get_int("RELAY_BREAKER_COOLDOWN", 30, minimum=1)
     RELAY_CACHE_TTL = get_int("RELAY_CACHE_TTL", 300, minimum=1)
     TRUST_X_FORWARDED_FOR = get_bool("TRUST_X_FORWARDED_FOR", False)
+    RELAY_DEFAULT_MAX_TOKENS = get_int("RELAY_DEFAULT_MAX_TOKENS", 4096, minimum=1)
+    RELAY_RESERVATION_TTL = get_int("RELAY_RESERVATION_TTL", 900, minimum=30)
+    RELAY_AUTH_FAILURES_PER_MINUTE = get_int("RELAY_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
     USAGE_LOG_RETENTION_DAYS = get_int("USAGE_LOG_RETENTION_DAYS", 90, minimum=0)
     ALLOW_REGISTRATION = get_bool("ALLOW_REGISTRATION", True)
     BILLING_CURRENCY = get_str("BILLING_CURRENCY", "USD")
@@ -224,4 +227,6 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "settle-usage": {"task": "billing.settle_usage", "schedule": 1.0},
     "check-providers": {"task": "providers.check_providers", "schedule": 60.0},
+    "release-expired-reservations": {"task": "quotas.release_expired", "schedule": 30.0},
+    "purge-usage-logs": {"task": "billing.purge_usage_logs", "schedule": 3600.0},
 }

@@ -8,15 +8,18 @@ import time
 
 import aiohttp
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from billing.pricing import token_cost
 from gateway_project.logging import request_id_var
 from keys.services import hash_key
+from quotas.counters import LocalCounterStore, get_store
 
 from . import handlers
 from .config import CONFIG
 from .errors import RelayError
 from .http import ClientGone, Context
+from .limits import build_plan, refusal_error
 from .proxy import Forwarder, UsageRecord, in_background
 from .usage import make_queue
 
@@ -30,6 +33,11 @@ POST_ROUTES = {
     "/v1/completions": (handlers.completions, "completion"),
     "/v1/embeddings": (handlers.embeddings, "embedding"),
     "/v1/messages": (handlers.messages, "messages"),
+}
+GET_ROUTES = {
+    "/v1/usage": handlers.usage,
+    "/v1/dashboard/billing/subscription": handlers.billing_subscription,
+    "/v1/dashboard/billing/usage": handlers.billing_usage,
 }
 ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 
@@ -48,6 +56,9 @@ class RelayApp:
         self.forwarder: Forwarder | None = None
         self.usage = None
         self.touched: dict[int, float] = {}
+        self.blocked: dict[str, float] = {}  # client IP -> end of its block (failed authentication)
+        self.store = None
+        self.reaper: asyncio.Future | None = None
         self._starting: asyncio.Lock | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -59,8 +70,25 @@ class RelayApp:
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
         self.forwarder = Forwarder(self.session)
         self.usage = make_queue()
+        self.store = get_store()
+        if isinstance(self.store, LocalCounterStore):
+            # embedded default: finished requests' events go to the in-process settlement,
+            # and this process also releases reservations of requests that never finished
+            self.store.on_event = self.usage.push
+            self.reaper = asyncio.ensure_future(self._reap_forever())
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            try:
+                await self.store.arelease_expired()
+            except Exception:
+                logger.exception("releasing expired reservations failed")
 
     async def shutdown(self) -> None:
+        if self.reaper is not None:
+            self.reaper.cancel()
+            self.reaper = None
         if self.usage is not None:
             await self.usage.close()
         if self.session is not None:
@@ -127,6 +155,12 @@ class RelayApp:
             await self.authenticate(ctx)
             await handlers.count_message_tokens(ctx)
             return
+        if ctx.path in GET_ROUTES:
+            if ctx.method != "GET":
+                raise RelayError(405, f"Use GET for {ctx.path}.")
+            await self.authenticate(ctx)
+            await GET_ROUTES[ctx.path](ctx)
+            return
         if ctx.path == "/v1/models" or ctx.path.startswith("/v1/models/"):
             if ctx.method != "GET":
                 raise RelayError(405, f"Use GET for {ctx.path}.")
@@ -139,10 +173,25 @@ class RelayApp:
         raise RelayError(404, f"Unknown endpoint {ctx.method} {ctx.path}.", code="unknown_url")
 
     async def run(self, ctx: Context, prepare, record: UsageRecord) -> None:
-        """Run a billable request; whatever happens, emit exactly one usage event."""
+        """Run a billable request: reserve, forward, then settle the reservation with the
+        actual use (or queue the usage event when nothing was reserved). Whatever happens,
+        exactly one usage event leaves this method."""
+        plan = None
         try:
             raw = await ctx.read_body()
             call, routes = await prepare(ctx, raw, record)
+            plan = build_plan(
+                rid=ctx.request_id,
+                key=ctx.key,
+                body=call.body,
+                request_type=record.request_type,
+                price=record.price,
+                model_max=call.model_max,
+            )
+            refusal = await self.store.reserve(plan)
+            if refusal is not None:
+                plan = None
+                raise refusal_error(refusal, ctx.key)
             if call.stream:
                 # streams watch for the client leaving, to cancel the upstream at once
                 task = asyncio.ensure_future(self.forwarder.forward(ctx, call, routes, record))
@@ -158,7 +207,17 @@ class RelayApp:
             record.status_code = 499
             raise
         finally:
-            self.emit(ctx, record)
+            event = self.usage_event(ctx, record)
+            if plan is not None and plan.checks:
+                # which quota periods this request counts in, for the settled roll-up
+                event["quotas"] = [
+                    [c.quota_id, int(c.key.rsplit(":", 1)[1]), c.settle] for c in plan.checks if c.quota_id
+                ]
+            if plan is None:
+                self.usage.push(event)
+            else:
+                tokens = event["prompt_tokens"] + event["completion_tokens"]
+                await asyncio.shield(self.store.finish(plan, tokens=tokens, cost=event["cost"], event=event))
 
     async def _until_done_or_gone(self, ctx: Context, task: asyncio.Task, record: UsageRecord) -> None:
         async def gone() -> None:
@@ -189,7 +248,17 @@ class RelayApp:
         if record.status_code < 400:
             record.status_code = 499  # nginx's "client closed request"
 
-    async def authenticate(self, ctx: Context) -> None:
+    @staticmethod
+    def _blocked_error(until: float) -> RelayError:
+        wait = max(int(until - time.time() + 0.999), 1)
+        return RelayError(
+            429,
+            "Too many failed authentication attempts from this address; try again later.",
+            code="too_many_auth_failures",
+            headers=[(b"retry-after", str(wait).encode())],
+        )
+
+    async def _key(self, ctx: Context):
         headers = ctx.headers
         raw = headers.get(b"authorization")
         plain = None
@@ -214,6 +283,27 @@ class RelayApp:
         if refusal is not None:
             status, code, message = refusal
             raise RelayError(status, message, code=code)
+        return key
+
+    async def authenticate(self, ctx: Context) -> None:
+        ip = ctx.client_ip or "-"
+        blocked_until = self.blocked.get(ip)
+        if blocked_until is not None:
+            if blocked_until > time.time():
+                raise self._blocked_error(blocked_until)
+            del self.blocked[ip]
+        try:
+            key = await self._key(ctx)
+        except RelayError as exc:
+            if exc.status == 401:
+                failures = await self.store.count_auth_failure(ip)
+                if failures > settings.RELAY_AUTH_FAILURES_PER_MINUTE:
+                    until = (time.time() // 60 + 1) * 60
+                    if len(self.blocked) > 10_000:
+                        self.blocked = {k: v for k, v in self.blocked.items() if v > time.time()}
+                    self.blocked[ip] = until
+                    raise self._blocked_error(until) from None
+            raise
         if not key.ip_allowed(ctx.client_ip):
             raise RelayError(
                 403, f"This API key may not be used from {ctx.client_ip}.", code="ip_not_allowed"
@@ -224,7 +314,7 @@ class RelayApp:
             self.touched[key.id] = now
             in_background(sync_to_async(_touch_key, thread_sensitive=False)(key.id))
 
-    def emit(self, ctx: Context, record: UsageRecord) -> None:
+    def usage_event(self, ctx: Context, record: UsageRecord) -> dict:
         usage = record.usage
         key = ctx.key
         produced = usage is not None and (usage.prompt_tokens or usage.completion_tokens)
@@ -239,7 +329,7 @@ class RelayApp:
                 cached_tokens=usage.cached_tokens,
                 multiplier=key.multiplier,
             )
-        event = {
+        return {
             "request_id": ctx.request_id,
             "ts": ctx.started_wall,
             "user_id": key.user_id if key else None,
@@ -267,4 +357,3 @@ class RelayApp:
             "response_bytes": ctx.response_bytes,
             "client_disconnected": record.client_disconnected,
         }
-        self.usage.push(event)

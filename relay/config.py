@@ -49,6 +49,12 @@ class KeyInfo:
     user_status: str
     user_active: bool
     multiplier: int
+    user_rpm_limit: int | None = None
+    credit: int = 0  # the user's credit limit: how far below zero the balance may go
+    balance: int = 0  # at load time; the counter store keeps the live figure
+    balance_seq: int = 0  # id of the ledger row behind ``balance``
+    spent: int = 0  # the key's spending at load time
+    quotas: tuple = ()  # QuotaSpec of the key's and the user's active quotas
     loaded_at: float = field(default_factory=time.monotonic)
 
     def refusal(self, now: float) -> tuple[int, str, str] | None:
@@ -80,6 +86,18 @@ class KeyInfo:
         return self.allowed_models is None or slug in self.allowed_models
 
 
+@dataclass(frozen=True, slots=True)
+class QuotaSpec:
+    id: int
+    metric: str  # requests, tokens, cost
+    period: str
+    limit: int
+    reset_time: object  # datetime.time or None
+    used_since: float  # start (epoch) of the period ``used`` belongs to
+    used: int  # recorded by settlement at load time; seeds a counter the store lacks
+    owner: str  # "key" or "user"
+
+
 @dataclass(slots=True)
 class Route:
     provider_id: int
@@ -107,6 +125,7 @@ class ModelInfo:
     owned_by: str
     routes: list[Route]
     price: Price | None
+    max_output_tokens: int | None
     fresh_until: float  # monotonic time after which the entry is reloaded (price boundaries, TTL)
 
 
@@ -238,6 +257,9 @@ def _ts(value) -> float | None:
 
 
 def _load_key_sync(key_hash: str) -> KeyInfo | None:
+    from django.db.models import Max
+
+    from billing.models import BillingRecord
     from keys.models import APIKey
 
     LOADS["keys"] += 1
@@ -246,6 +268,7 @@ def _load_key_sync(key_hash: str) -> KeyInfo | None:
         return None
     user = row.user
     networks = tuple(ipaddress.ip_network(n, strict=False) for n in row.allowed_ips or ()) or None
+    balance_seq = BillingRecord.objects.filter(user_id=user.pk).aggregate(seq=Max("id"))["seq"] or 0
     return KeyInfo(
         id=row.pk,
         user_id=user.pk,
@@ -262,7 +285,42 @@ def _load_key_sync(key_hash: str) -> KeyInfo | None:
         user_status=user.status,
         user_active=user.is_active,
         multiplier=multiplier_ppm(user.group.multiplier if user.group_id and user.group else None),
+        user_rpm_limit=user.rpm_limit,
+        credit=user.credit_limit,
+        balance=user.balance,
+        balance_seq=balance_seq,
+        spent=row.spent,
+        quotas=_quota_specs(row.pk, user.pk),
     )
+
+
+def _quota_specs(key_id: int, user_id: int) -> tuple[QuotaSpec, ...]:
+    from django.db.models import Q
+
+    from quotas.models import Quota, QuotaUsage
+    from quotas.periods import period_bounds
+
+    now = timezone.now()
+    specs = []
+    rows = Quota.objects.filter(Q(api_key_id=key_id) | Q(user_id=user_id), status=Quota.Status.ACTIVE)
+    for quota in rows.order_by("id"):
+        start, _ = period_bounds(quota.period, now, quota.reset_time)
+        used = (
+            QuotaUsage.objects.filter(quota=quota, period_start=start).values_list("used", flat=True).first()
+        )
+        specs.append(
+            QuotaSpec(
+                id=quota.pk,
+                metric=quota.metric,
+                period=quota.period,
+                limit=quota.limit,
+                reset_time=quota.reset_time,
+                used_since=start.timestamp(),
+                used=used or 0,
+                owner="key" if quota.api_key_id else "user",
+            )
+        )
+    return tuple(specs)
 
 
 def _price_sync(model_id: int) -> tuple[Price | None, float]:
@@ -351,6 +409,7 @@ def _model_info(model) -> ModelInfo:
         owned_by=model.owned_by or "gateway",
         routes=_routes_sync(model),
         price=price,
+        max_output_tokens=model.max_output_tokens,
         fresh_until=fresh_until,
     )
 

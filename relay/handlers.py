@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import orjson
+from datetime import UTC, date, datetime, timedelta
+from urllib.parse import parse_qs
 
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from billing import reports
+from billing.money import from_nanos
 from providers.adapters.anthropic import AnthropicAdapter, usage_from_anthropic
 from providers.adapters.base import Adapter, Usage
 from providers.adapters.messages import (
@@ -119,6 +126,7 @@ async def chat_completions(ctx: Context, raw: bytes, record: UsageRecord) -> tup
     call = Call(
         body=body,
         model=model,
+        model_max=info.max_output_tokens,
         stream=stream,
         build=lambda adapter, route: adapter.chat_request(body, target_for(route), stream=stream),
         answer=_translated_answer(model),
@@ -150,6 +158,7 @@ async def completions(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Ca
     call = Call(
         body=body,
         model=model,
+        model_max=info.max_output_tokens,
         stream=stream,
         build=_openai_passthrough("/completions", body, stream=stream),
         answer=_passthrough_answer,
@@ -172,6 +181,7 @@ async def embeddings(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Cal
     call = Call(
         body=body,
         model=model,
+        model_max=info.max_output_tokens,
         stream=False,
         build=_openai_passthrough("/embeddings", body, stream=False),
         answer=_passthrough_answer,
@@ -257,6 +267,7 @@ async def messages(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call,
     call = Call(
         body=body,
         model=model,
+        model_max=info.max_output_tokens,
         stream=stream,
         build=build,
         answer=answer,
@@ -275,3 +286,81 @@ async def count_message_tokens(ctx: Context) -> None:
         raise RelayError(400, "messages: field required", param="messages")
     await resolve(ctx, model)
     await ctx.respond(200, orjson.dumps({"input_tokens": tokens.count_chat_prompt(messages_to_chat(body))}))
+
+
+# --- usage and balance for the key's owner (reports; not on the inference path) ----------
+
+
+def _dates(ctx: Context, default_days: int | None = None) -> tuple[date, date]:
+    query = parse_qs(ctx.scope.get("query_string", b"").decode("latin-1"))
+    today = datetime.now(UTC).date()
+    default_start = today - timedelta(days=default_days - 1) if default_days else today.replace(day=1)
+    try:
+        start = date.fromisoformat(query["start_date"][0]) if "start_date" in query else default_start
+        end = date.fromisoformat(query["end_date"][0]) if "end_date" in query else today
+    except ValueError:
+        raise RelayError(
+            400, "start_date and end_date must be dates such as 2026-01-31.", param="start_date"
+        ) from None
+    if end < start:
+        raise RelayError(400, "end_date is before start_date.", param="end_date")
+    if (end - start).days > 366:
+        raise RelayError(400, "The period may span at most 366 days.", param="start_date")
+    return start, end
+
+
+async def usage(ctx: Context) -> None:
+    """GET /v1/usage: this key's requests, tokens and cost per model over a period."""
+    start, end = _dates(ctx)
+    report = await sync_to_async(reports.key_usage)(key_id=ctx.key.id, start=start, end=end)
+    body = {
+        "object": "usage",
+        "key": ctx.key.prefix,
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "currency": settings.BILLING_CURRENCY,
+        **report,
+    }
+    await ctx.respond(200, orjson.dumps(body))
+
+
+def _subscription_sync(key_id: int) -> tuple[int, int, int | None, float | None]:
+    from keys.models import APIKey
+
+    row = APIKey.objects.select_related("user").get(pk=key_id)
+    expires = row.expires_at.timestamp() if row.expires_at else None
+    return row.user.balance + row.user.credit_limit, row.spent, row.budget, expires
+
+
+async def billing_subscription(ctx: Context) -> None:
+    """GET /v1/dashboard/billing/subscription, as chat front-ends query it: they show
+    hard_limit_usd minus the usage reported by .../usage as the remaining balance."""
+    available, spent, budget, expires = await sync_to_async(_subscription_sync)(ctx.key.id)
+    if budget is not None:
+        hard = budget
+        available = min(available, budget - spent)
+    else:
+        hard = available + spent
+    hard_usd = float(from_nanos(hard))
+    body = {
+        "object": "billing_subscription",
+        "has_payment_method": True,
+        "soft_limit_usd": hard_usd,
+        "hard_limit_usd": hard_usd,
+        "system_hard_limit_usd": hard_usd,
+        "access_until": int(expires or 0),
+        "remaining_usd": float(from_nanos(available)),
+    }
+    await ctx.respond(200, orjson.dumps(body))
+
+
+async def billing_usage(ctx: Context) -> None:
+    """GET /v1/dashboard/billing/usage: total_usage in cents. Without dates it is the key's
+    whole spending, which is what the subscription's hard limit is measured against."""
+    query = ctx.scope.get("query_string", b"")
+    if b"start_date" in query or b"end_date" in query:
+        start, end = _dates(ctx, default_days=100)
+        cost = await sync_to_async(reports.key_cost_between)(key_id=ctx.key.id, start=start, end=end)
+    else:
+        cost = (await sync_to_async(_subscription_sync)(ctx.key.id))[1]
+    await ctx.respond(200, orjson.dumps({"object": "list", "total_usage": float(from_nanos(cost) * 100)}))

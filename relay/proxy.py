@@ -66,6 +66,7 @@ class Call:
     translator: Callable[[Adapter], StreamTranslator] | None = None
     count_prompt: Callable[[], int] = lambda: 0
     stream_error: Callable[[str], bytes] | None = None
+    model_max: int | None = None  # the model's max_output_tokens, for the reservation estimate
 
 
 def target_for(route: Route) -> Target:

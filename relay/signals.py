@@ -16,7 +16,8 @@ def connect() -> None:
     from billing.models import ModelPrice
     from keys.models import APIKey
     from providers.models import Model, Provider, ProviderModel
+    from quotas.models import Quota
 
-    for model in (User, PriceGroup, APIKey, Provider, Model, ProviderModel, ModelPrice):
+    for model in (User, PriceGroup, APIKey, Provider, Model, ProviderModel, ModelPrice, Quota):
         post_save.connect(_changed, sender=model, dispatch_uid=f"relay-config-{model.__name__}-save")
         post_delete.connect(_changed, sender=model, dispatch_uid=f"relay-config-{model.__name__}-delete")

@@ -129,11 +129,15 @@ def fake_b(_fake_session_b):
 
 
 def _reset_relay_state() -> None:
+    from gateway_project.asgi import relay_app
+    from quotas.counters import reset_store
     from relay.config import bump_version
     from relay.routing import ROUTER
 
     bump_version()
     ROUTER.reset()
+    relay_app.blocked.clear()
+    reset_store()
     if settings.REDIS_URL:
         import redis
 
@@ -238,3 +242,13 @@ def wait_usage(request_id: str, timeout: float = 5.0):
             return log
         time.sleep(0.05)
     raise AssertionError(f"no usage log for request {request_id} within {timeout} s")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counter_store():
+    """Every test starts with an empty in-process counter store (Redis is flushed by the
+    relay fixtures)."""
+    from quotas.counters import reset_store
+
+    reset_store()
+    yield

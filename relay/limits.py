@@ -1,0 +1,209 @@
+"""Turning a request into a reservation plan, and a refusal into the client's error."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from django.conf import settings
+
+from billing.pricing import Price, token_cost
+from quotas.counters import Check, Plan, Refusal
+from quotas.periods import period_bounds
+
+from .config import KeyInfo
+from .errors import RelayError
+
+IMAGE_TOKENS = 1000  # estimate per image part
+CHARS_PER_TOKEN = 3  # conservative: real text averages about 4
+
+
+def _text_chars(content) -> tuple[int, int]:
+    """(characters of text, number of images) in a message content or block list."""
+    if isinstance(content, str):
+        return len(content), 0
+    chars = images = 0
+    if isinstance(content, list):
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            if kind in ("image_url", "image", "input_image", "document", "file"):
+                images += 1
+            elif isinstance(part.get("text"), str):
+                chars += len(part["text"])
+            elif "content" in part:
+                more, more_images = _text_chars(part["content"])
+                chars += more
+                images += more_images
+            elif kind in ("tool_use", "tool_result") or "input" in part:
+                chars += len(str(part.get("input", "")))
+    return chars, images
+
+
+def estimate_prompt_tokens(body: dict) -> int:
+    chars = images = 0
+    for message in body.get("messages") or ():
+        if isinstance(message, dict):
+            more, more_images = _text_chars(message.get("content"))
+            chars += more + 8
+            images += more_images
+            for call in message.get("tool_calls") or ():
+                chars += len(str(call))
+    for name in ("system", "prompt", "input"):
+        value = body.get(name)
+        if isinstance(value, str):
+            chars += len(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    chars += len(item)
+                elif isinstance(item, int):
+                    chars += CHARS_PER_TOKEN  # a token id
+                else:
+                    more, more_images = _text_chars([item])
+                    chars += more
+                    images += more_images
+    if body.get("tools"):
+        chars += len(str(body["tools"]))
+    return chars // CHARS_PER_TOKEN + 1 + images * IMAGE_TOKENS
+
+
+def estimate_completion_tokens(body: dict, request_type: str, model_max: int | None) -> int:
+    if request_type == "embedding":
+        return 0
+    requested = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
+        requested = 16 if request_type == "completion" else (model_max or settings.RELAY_DEFAULT_MAX_TOKENS)
+    n = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 1) > 0 else 1
+    return requested * n
+
+
+def build_plan(
+    *, rid: str, key: KeyInfo, body: dict, request_type: str, price: Price | None, model_max: int | None
+) -> Plan:
+    now = time.time()
+    minute = int(now // 60)
+    minute_end = (minute + 1) * 60.0
+    prompt = estimate_prompt_tokens(body)
+    completion = estimate_completion_tokens(body, request_type, model_max)
+    est_tokens = prompt + completion
+    est_cost = token_cost(
+        price, prompt_tokens=prompt, completion_tokens=completion, multiplier=key.multiplier
+    )
+    checks: list[Check] = []
+    if key.rpm_limit:
+        checks.append(
+            Check("rpm", f"gw:rpm:k:{key.id}:{minute}", 1, key.rpm_limit, 120, 0, minute_end, "keep")
+        )
+    if key.user_rpm_limit:
+        checks.append(
+            Check(
+                "user_rpm",
+                f"gw:rpm:u:{key.user_id}:{minute}",
+                1,
+                key.user_rpm_limit,
+                120,
+                0,
+                minute_end,
+                "keep",
+            )
+        )
+    if key.tpm_limit:
+        checks.append(
+            Check(
+                "tpm", f"gw:tpm:k:{key.id}:{minute}", est_tokens, key.tpm_limit, 120, 0, minute_end, "tokens"
+            )
+        )
+    if key.concurrency_limit:
+        checks.append(
+            Check("concurrency", f"gw:conc:k:{key.id}", 1, key.concurrency_limit, 0, 0, now + 1, "release")
+        )
+    if key.quotas:
+        moment = datetime.fromtimestamp(now, tz=UTC)
+        for quota in key.quotas:
+            start, end = period_bounds(quota.period, moment, quota.reset_time)
+            start_ts = start.timestamp()
+            ttl = int(end.timestamp() - now) + 3600 if end is not None else 0
+            seed = quota.used if quota.used_since == start_ts else 0
+            amount, settle = {
+                "requests": (1, "keep"),
+                "tokens": (est_tokens, "tokens"),
+                "cost": (est_cost, "cost"),
+            }[quota.metric]
+            checks.append(
+                Check(
+                    "quota",
+                    f"gw:q:{quota.id}:{int(start_ts)}",
+                    amount,
+                    quota.limit,
+                    ttl,
+                    seed,
+                    end.timestamp() if end is not None else 0.0,
+                    settle,
+                    quota_id=quota.id,
+                )
+            )
+    return Plan(
+        rid=rid,
+        user_id=key.user_id,
+        key_id=key.id,
+        checks=checks,
+        est_tokens=est_tokens,
+        est_cost=est_cost,
+        credit=key.credit,
+        balance=key.balance,
+        balance_seq=key.balance_seq,
+        key_budget=key.budget,
+        key_spent=key.spent,
+        expires_at=now + settings.RELAY_RESERVATION_TTL,
+    )
+
+
+_MESSAGES = {
+    "rpm": "Rate limit reached: this key may make {limit} requests per minute.",
+    "user_rpm": "Rate limit reached: this account may make {limit} requests per minute.",
+    "tpm": "Rate limit reached: this key may use {limit} tokens per minute.",
+    "concurrency": "Too many requests in flight: this key allows {limit} at a time.",
+    "quota": "Quota exceeded: {limit} {metric} per {period} for this {owner}.",
+}
+
+
+def refusal_error(refusal: Refusal, key: KeyInfo) -> RelayError:
+    if refusal.kind == "balance":
+        return RelayError(
+            402,
+            "Your balance is too low for this request. Top up or redeem a code to continue.",
+            type="insufficient_quota",
+            code="insufficient_balance",
+        )
+    if refusal.kind == "budget":
+        return RelayError(
+            402,
+            "This API key has reached its budget.",
+            type="insufficient_quota",
+            code="key_budget_exceeded",
+        )
+    now = time.time()
+    reset = max(refusal.reset_at - now, 0.0) if refusal.reset_at else 0.0
+    headers = [
+        (b"x-ratelimit-limit", str(refusal.limit).encode()),
+        (b"x-ratelimit-remaining", str(refusal.remaining).encode()),
+    ]
+    if refusal.reset_at:
+        headers.append((b"x-ratelimit-reset", str(int(refusal.reset_at)).encode()))
+        headers.append((b"retry-after", str(max(int(reset + 0.999), 1)).encode()))
+    else:
+        headers.append((b"retry-after", b"1"))
+    message = _MESSAGES[refusal.kind]
+    if refusal.kind == "quota":
+        quota_id = refusal.check.quota_id if refusal.check else None
+        quota = next((q for q in key.quotas if q.id == quota_id), None)
+        message = message.format(
+            limit=refusal.limit,
+            metric=quota.metric if quota else "units",
+            period=quota.period if quota else "period",
+            owner="key" if quota and quota.owner == "key" else "account",
+        )
+        return RelayError(429, message, type="insufficient_quota", code="quota_exceeded", headers=headers)
+    return RelayError(429, message.format(limit=refusal.limit), code="rate_limit_exceeded", headers=headers)
