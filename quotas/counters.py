@@ -297,8 +297,11 @@ class RedisCounterStore:
         import redis.asyncio as aioredis
 
         self.url = url
-        self.aio = aioredis.Redis.from_url(url)
-        self.sync = redis.Redis.from_url(url)
+        # a bounded pool that makes callers wait for a connection instead of failing when
+        # a burst of requests wants more connections than it holds
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
+        self.aio = aioredis.Redis(connection_pool=pool)
+        self.sync = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, max_connections=16))
         self._reserve = self.aio.register_script(_RESERVE)
         self._finish = self.aio.register_script(_FINISH)
         self._release = self.sync.register_script(_RELEASE_EXPIRED)

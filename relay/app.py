@@ -216,8 +216,20 @@ class RelayApp:
             if plan is None:
                 self.usage.push(event)
             else:
-                tokens = event["prompt_tokens"] + event["completion_tokens"]
-                await asyncio.shield(self.store.finish(plan, tokens=tokens, cost=event["cost"], event=event))
+                await asyncio.shield(self._finish(plan, event))
+
+    async def _finish(self, plan, event: dict) -> None:
+        tokens = event["prompt_tokens"] + event["completion_tokens"]
+        for attempt in range(3):
+            try:
+                await self.store.finish(plan, tokens=tokens, cost=event["cost"], event=event)
+                return
+            except Exception:
+                logger.warning("finishing a reservation failed", exc_info=True, extra={"attempt": attempt + 1})
+                await asyncio.sleep(0.05 * (attempt + 1))
+        # the usage must not be lost: queue it the other way; the reservation will expire
+        logger.error("reservation left to expire; usage queued directly", extra={"request": plan.rid})
+        self.usage.push(event)
 
     async def _until_done_or_gone(self, ctx: Context, task: asyncio.Task, record: UsageRecord) -> None:
         async def gone() -> None:

@@ -93,7 +93,8 @@ class RedisUsageQueue(UsageQueue):
         super().__init__()
         import redis.asyncio as redis
 
-        self.client = redis.Redis.from_url(url)
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=8, timeout=10)
+        self.client = redis.Redis(connection_pool=pool)
 
     async def _write(self, batch: list[dict]) -> None:
         await self.client.rpush(QUEUE_KEY, *(orjson.dumps(e) for e in batch))
