@@ -225,7 +225,9 @@ class RelayApp:
                 await self.store.finish(plan, tokens=tokens, cost=event["cost"], event=event)
                 return
             except Exception:
-                logger.warning("finishing a reservation failed", exc_info=True, extra={"attempt": attempt + 1})
+                logger.warning(
+                    "finishing a reservation failed", exc_info=True, extra={"attempt": attempt + 1}
+                )
                 await asyncio.sleep(0.05 * (attempt + 1))
         # the usage must not be lost: queue it the other way; the reservation will expire
         logger.error("reservation left to expire; usage queued directly", extra={"request": plan.rid})

@@ -249,7 +249,8 @@ async def messages(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call,
 
     def answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
         if isinstance(adapter, AnthropicAdapter):
-            return payload, usage_from_anthropic(orjson.loads(payload).get("usage"))
+            reported = orjson.loads(payload).get("usage")
+            return payload, usage_from_anthropic(reported) if isinstance(reported, dict) else None
         if isinstance(adapter, OpenAIAdapter):
             response = orjson.loads(payload)
             usage = usage_from_openai(response.get("usage"))

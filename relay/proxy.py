@@ -80,6 +80,27 @@ def target_for(route: Route) -> Target:
     )
 
 
+def answer_text(body: bytes) -> str:
+    """The generated text of an answer in the client's protocol (chat, completion or
+    Anthropic message): what local counting bills when the upstream gave no usage."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    parts: list[str] = []
+    for choice in data.get("choices") or ():
+        message = choice.get("message") or {}
+        parts.append(message.get("content") or choice.get("text") or "")
+        parts.extend(
+            (call.get("function") or {}).get("arguments") or "" for call in message.get("tool_calls") or ()
+        )
+    for block in data.get("content") or () if isinstance(data.get("content"), list) else ():
+        parts.append(block.get("text") or block.get("thinking") or "")
+        if block.get("type") == "tool_use":
+            parts.append(orjson.dumps(block.get("input") or {}).decode())
+    return "".join(part for part in parts if isinstance(part, str))
+
+
 def openai_stream_error(message: str) -> bytes:
     payload = {
         "error": {"message": message, "type": "upstream_error", "param": None, "code": "stream_interrupted"}
@@ -213,8 +234,9 @@ class Forwarder:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RelayError(502, f"The upstream answered with an unreadable body ({exc}).") from None
         record.usage = usage
-        if usage is None:
-            record.usage = Usage(prompt_tokens=call.count_prompt())
+        if usage is None:  # the upstream reported none: count the prompt and the answer here
+            completion = tokens.count_text(answer_text(body)) if record.request_type != "embedding" else 0
+            record.usage = Usage(prompt_tokens=call.count_prompt(), completion_tokens=completion)
             record.usage_estimated = True
         await ctx.respond(200, body)
 

@@ -403,7 +403,9 @@ def completion_id(message_id: Any) -> str:
     return f"chatcmpl-{message_id}" if message_id else f"chatcmpl-{uuid.uuid4().hex}"
 
 
-def anthropic_to_openai(payload: dict, *, model: str, created: int | None = None) -> tuple[dict, Usage]:
+def anthropic_to_openai(
+    payload: dict, *, model: str, created: int | None = None
+) -> tuple[dict, Usage | None]:
     """Anthropic Messages response -> OpenAI chat.completion (plus usage)."""
     texts: list[str] = []
     thoughts: list[str] = []
@@ -446,7 +448,8 @@ def anthropic_to_openai(payload: dict, *, model: str, created: int | None = None
         ],
         "usage": usage_dict(usage),
     }
-    return result, usage
+    # no usage object upstream: say so (None), so the relay counts the answer itself
+    return result, usage if isinstance(payload.get("usage"), dict) else None
 
 
 # --------------------------------------------------------------------------- stream

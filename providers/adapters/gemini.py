@@ -468,7 +468,8 @@ def gemini_to_openai(payload: dict, *, model: str, created: int | None = None) -
         choices.append(
             {"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "content_filter"}
         )
-    usage = usage_from_gemini(payload.get("usageMetadata")) or Usage()
+    reported = usage_from_gemini(payload.get("usageMetadata"))
+    usage = reported or Usage()
     result = {
         "id": completion_id(payload.get("responseId")),
         "object": "chat.completion",
@@ -477,7 +478,7 @@ def gemini_to_openai(payload: dict, *, model: str, created: int | None = None) -
         "choices": choices,
         "usage": _usage_dict(usage, payload.get("usageMetadata")),
     }
-    return result, usage
+    return result, reported  # None without usageMetadata: the relay counts the answer itself
 
 
 # --------------------------------------------------------------------------- stream

@@ -155,7 +155,7 @@ class OpenAIAdapter(Adapter):
         )
 
     def chat_response(self, payload: dict, *, model: str) -> tuple[dict, Usage]:
-        return payload, usage_from_openai(payload.get("usage")) or Usage()
+        return payload, usage_from_openai(payload.get("usage"))
 
     def chat_stream(self, *, model: str, include_usage: bool) -> StreamTranslator:
         return OpenAIStreamTranslator(model=model, include_usage=include_usage)
