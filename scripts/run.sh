@@ -6,6 +6,7 @@ PORT="${PORT:-8000}"
 FAKE_UPSTREAM_PORT="${FAKE_UPSTREAM_PORT:-9100}"
 BIN=.venv/bin
 
+mkdir -p "${DATA_DIR:-var}/static"  # whitenoise serves app files from their finders; the root must exist
 "$BIN/python" manage.py migrate --noinput --verbosity 0
 out=$("$BIN/python" manage.py bootstrap --upstream-url "http://127.0.0.1:${FAKE_UPSTREAM_PORT}/v1")
 echo "$out" | sed '$d'
