@@ -476,6 +476,21 @@ def start_passthrough(
     return Target("passthrough", base + ENDPOINT, None, proc, proc.pid)
 
 
+LIMITS_SNIPPET = """
+from keys.models import APIKey
+from keys.services import hash_key
+from quotas.models import Quota
+key = APIKey.objects.get(key_hash=hash_key("KEY"))
+key.rpm_limit, key.tpm_limit, key.concurrency_limit = 10_000_000, 2_000_000_000, 100_000
+key.save()
+key.user.rpm_limit = 10_000_000
+key.user.save()
+Quota.objects.create(api_key=key, metric="requests", period="day", limit=1_000_000_000)
+Quota.objects.create(user=key.user, metric="cost", period="month", limit=10**15)
+print("limits on")
+"""
+
+
 def start_gateway(
     procs: Procs,
     tmp: Path,
@@ -483,6 +498,7 @@ def start_gateway(
     redis_url: str | None,
     workers: int,
     name: str = "gateway",
+    limits: bool = True,
 ) -> Target:
     """migrate + bootstrap + gunicorn, in a fresh temp dir and database."""
     if not (REPO_ROOT / "manage.py").exists():
@@ -536,6 +552,10 @@ def start_gateway(
     key = lines[-1].split("=", 1)[1]
     if not key:
         raise BenchError("`manage.py bootstrap` printed an empty DEMO_API_KEY")
+    if limits:
+        # every check of the reservation on (values high enough never to refuse): key
+        # RPM/TPM/concurrency, user RPM, a key request quota and a user cost quota
+        manage("shell", "-c", LIMITS_SNIPPET.replace("KEY", key))
 
     port = free_port()
     argv = [
@@ -1105,6 +1125,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the temp dir (configs, logs, sqlite) for inspection",
     )
+    parser.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="bench the gateway's key without rate limits and quotas (the balance is still reserved)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print wrk's output")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -1163,7 +1188,14 @@ def main(argv: list[str] | None = None) -> int:
                     elif name == "passthrough":
                         target = start_passthrough(procs, tmp, upstream, args.workers)
                     elif name == "gateway":
-                        target = start_gateway(procs, tmp, upstream + "/v1", gateway_redis(0), args.workers)
+                        target = start_gateway(
+                            procs,
+                            tmp,
+                            upstream + "/v1",
+                            gateway_redis(0),
+                            args.workers,
+                            limits=not args.no_limits,
+                        )
                     else:
                         target = start_litellm(procs, tmp, upstream, args.workers)
                     results.extend(measure(wrk, target, args.duration, args.verbose))
@@ -1192,6 +1224,7 @@ def main(argv: list[str] | None = None) -> int:
                             gateway_redis(1),
                             args.workers,
                             name="gateway-stream",
+                            limits=not args.no_limits,
                         )
                     else:
                         target = start_passthrough(procs, tmp, slow, args.workers, name="passthrough-stream")
@@ -1228,6 +1261,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict = {
         "machine": machine_info(),
+        "gateway_limits": not args.no_limits,
         "runs": [r.as_json() for r in results],
         "derived": derived,
     }
