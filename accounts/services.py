@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 
 from billing.models import BillingRecord
+from keys.services import api_keys_revoke_for_user
 
-from .models import User
+from .models import PriceGroup, User
 
 
 class BalanceError(Exception):
@@ -89,3 +94,91 @@ def user_set_status(*, user: User, status: str) -> User:
     user.is_active = status != User.Status.DELETED
     user.save(update_fields=["status", "is_active", "updated_at"])
     return user
+
+
+PROFILE_FIELDS = ("email", "full_name")
+ADMIN_FIELDS = (*PROFILE_FIELDS, "credit_limit", "group", "is_staff")
+
+
+def _check_password(password: str, *, user: User, field: str = "password") -> None:
+    try:
+        validate_password(password, user=user)
+    except ValidationError as exc:
+        raise ValidationError({field: exc.messages}) from None
+
+
+@transaction.atomic
+def user_register(
+    *,
+    username: str,
+    password: str,
+    email: str = "",
+    full_name: str = "",
+    is_staff: bool = False,
+    is_superuser: bool = False,
+    credit_limit: int = 0,
+    group: PriceGroup | None = None,
+) -> User:
+    """A new account (self-registration, an operator, or ``create_user``): Django's
+    password validators apply; ``username`` must be free."""
+    if User.objects.filter(username__iexact=username).exists():
+        raise ValidationError({"username": ["A user with that username already exists."]})
+    if password:
+        _check_password(password, user=User(username=username, email=email, full_name=full_name))
+    user = user_create(
+        username=username,
+        password=password or None,
+        email=email,
+        is_staff=is_staff or is_superuser,
+        is_superuser=is_superuser,
+        credit_limit=credit_limit,
+    )
+    if full_name or group is not None:
+        user.full_name = full_name
+        user.group = group
+        user.save(update_fields=["full_name", "group", "updated_at"])
+    return user
+
+
+def user_update(*, user: User, data: dict[str, Any], fields: tuple[str, ...] = PROFILE_FIELDS) -> User:
+    """Change the given ``fields`` of ``user`` present in ``data`` (others are refused)."""
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValidationError({name: ["This field cannot be changed here."] for name in sorted(unknown)})
+    if not data:
+        return user
+    for name, value in data.items():
+        setattr(user, name, value)
+    user.full_clean(exclude=["password"], validate_unique=False)
+    user.save(update_fields=[*data, "updated_at"])
+    return user
+
+
+def user_change_password(*, user: User, new_password: str) -> User:
+    """Set a new password. Every JWT issued before carries the old password's hash and
+    stops working (SIMPLE_JWT CHECK_REVOKE_TOKEN); so do other Django sessions."""
+    _check_password(new_password, user=user, field="new_password")
+    user.set_password(new_password)
+    user.save(update_fields=["password", "updated_at"])
+    return user
+
+
+@transaction.atomic
+def user_delete(*, user: User) -> User:
+    """ "Delete" without deleting rows that the ledger and usage logs reference: the account
+    is marked deleted and deactivated, its keys are revoked and its password unusable."""
+    api_keys_revoke_for_user(user=user)
+    user.set_unusable_password()
+    user.save(update_fields=["password", "updated_at"])
+    return user_set_status(user=user, status=User.Status.DELETED)
+
+
+def user_suspend(*, user: User) -> User:
+    """Suspended: no login, no API, and the relay refuses the account's keys (403)."""
+    return user_set_status(user=user, status=User.Status.SUSPENDED)
+
+
+def user_activate(*, user: User) -> User:
+    if user.status == User.Status.DELETED:
+        raise ValidationError({"status": ["A deleted account cannot be reactivated."]})
+    return user_set_status(user=user, status=User.Status.ACTIVE)

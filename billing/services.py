@@ -11,14 +11,17 @@ import logging
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, ProtectedError
+from django.utils import timezone
 
 from accounts.models import User
 from keys.models import APIKey
 
-from .models import BillingRecord, DailyUsage, UsageLog
+from .models import BillingRecord, DailyUsage, ModelPrice, RedemptionCode, UsageLog
 
 logger = logging.getLogger(__name__)
 
@@ -296,3 +299,81 @@ def usage_logs_purge(*, older_than_days: int, batch_size: int = 5000, progress=N
         deleted += UsageLog.objects.filter(id__in=ids).delete()[0]
         if progress is not None:
             progress(deleted)
+
+
+PRICE_UPDATABLE = ("effective_until", "note")
+
+
+def model_price_create(
+    *,
+    model,
+    input_per_1m: int = 0,
+    output_per_1m: int = 0,
+    cached_input_per_1m: int = 0,
+    per_request: int = 0,
+    currency: str = "USD",
+    effective_from: datetime | None = None,
+    effective_until: datetime | None = None,
+    note: str = "",
+) -> ModelPrice:
+    """A new price version of ``model``; it takes over at ``effective_from`` (default: now)."""
+    price = ModelPrice(
+        model=model,
+        input_per_1m=input_per_1m,
+        output_per_1m=output_per_1m,
+        cached_input_per_1m=cached_input_per_1m,
+        per_request=per_request,
+        currency=currency,
+        effective_from=effective_from or timezone.now(),
+        effective_until=effective_until,
+        note=note,
+    )
+    _check_price(price)
+    price.full_clean(exclude=["model"])
+    price.save()
+    return price
+
+
+def _check_price(price: ModelPrice) -> None:
+    for name in ("input_per_1m", "output_per_1m", "cached_input_per_1m", "per_request"):
+        if getattr(price, name) < 0:
+            raise ValidationError({name: ["A price cannot be negative."]})
+    if price.effective_until is not None and price.effective_until <= price.effective_from:
+        raise ValidationError({"effective_until": ["The end must be after effective_from."]})
+
+
+def model_price_update(*, price: ModelPrice, data: dict[str, Any]) -> ModelPrice:
+    """Only the end and the note of a price change: amounts are history (usage logs point at
+    the version they were billed with); publish a new version for new amounts."""
+    unknown = set(data) - set(PRICE_UPDATABLE)
+    if unknown:
+        raise ValidationError(
+            {name: ["Prices are versioned: create a new price instead."] for name in sorted(unknown)}
+        )
+    for name, value in data.items():
+        setattr(price, name, value)
+    _check_price(price)
+    price.full_clean(exclude=["model"])
+    if data:
+        price.save(update_fields=list(data))
+    return price
+
+
+def model_price_delete(*, price: ModelPrice) -> None:
+    if UsageLog.objects.filter(price_id=price.pk).exists():
+        raise ProtectedError(
+            "Requests were billed with this price; end it (effective_until) instead.", [price]
+        )
+    price.delete()
+
+
+def redemption_code_disable(*, code: RedemptionCode) -> RedemptionCode:
+    """An unused code stops being redeemable (a conditional update: a concurrent redemption wins
+    or loses cleanly)."""
+    updated = RedemptionCode.objects.filter(pk=code.pk, status=RedemptionCode.Status.UNUSED).update(
+        status=RedemptionCode.Status.DISABLED
+    )
+    code.refresh_from_db()
+    if not updated and code.status != RedemptionCode.Status.DISABLED:
+        raise ValidationError(f"This code is {code.status} and cannot be disabled.")
+    return code

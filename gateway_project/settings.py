@@ -111,6 +111,10 @@ INSTALLED_APPS = [
     "billing",
     "quotas",
     "relay",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "jwtauth",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -187,6 +191,11 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "gateway_project.api.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "gateway_project.api.Pagination",
+    "DEFAULT_THROTTLE_RATES": {"login_ip": "10/min", "login_username": "10/min", "register": "20/hour"},
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
 SIMPLE_JWT = {
@@ -194,6 +203,12 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(seconds=JWT_REFRESH_TTL),
     "ROTATE_REFRESH_TOKENS": True,
     "SIGNING_KEY": SECRET_KEY,
+    "UPDATE_LAST_LOGIN": True,
+    # tokens carry a hash of the password: a password change ends every other session
+    "CHECK_REVOKE_TOKEN": True,
+    "USER_AUTHENTICATION_RULE": "accounts.selectors.user_can_authenticate",
+    # logout ends the whole session (access tokens included); refresh tokens are single-use
+    "AUTH_TOKEN_CLASSES": ("jwtauth.tokens.AccessToken",),
 }
 
 # Celery: with a broker, settlement and periodic jobs run in Celery workers; without
@@ -230,3 +245,43 @@ CELERY_BEAT_SCHEDULE = {
     "release-expired-reservations": {"task": "quotas.release_expired", "schedule": 30.0},
     "purge-usage-logs": {"task": "billing.purge_usage_logs", "schedule": 3600.0},
 }
+
+# --- management API, API docs and user dashboard --------------------------------------
+# OpenAPI 3 schema at /api/schema/, Swagger UI at /api/docs/, ReDoc at /api/redoc/; the UI
+# assets come from drf-spectacular-sidecar (served locally, no CDN).
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AI gateway API",
+    "DESCRIPTION": (
+        "The relay (`/v1/*`, `/mj/*`, authenticated with an API key) and the management API "
+        "(`/auth/*`, `/api/me/*`, `/api/admin/*`, authenticated with a JWT access token). "
+        "Money is exact: amounts are decimal strings such as `12.500000000`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 1, "maximum": 999999999999999999}},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "gateway_project.schema.add_relay_and_errors",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "UserStatusEnum": "accounts.models.User.Status",
+        "KeyStatusEnum": "keys.models.APIKey.Status",
+        "ProviderTypeEnum": "providers.models.Provider.Type",
+        "ProviderStatusEnum": "providers.models.Provider.Status",
+        "ProviderHealthEnum": "providers.models.Provider.Health",
+        "ModelTypeEnum": "providers.models.Model.Type",
+        "ModelStatusEnum": "providers.models.Model.Status",
+        "QuotaStatusEnum": "quotas.models.Quota.Status",
+        "RedemptionCodeStatusEnum": "billing.models.RedemptionCode.Status",
+        "OutcomeEnum": ["success", "error"],
+        "LedgerKindEnum": "billing.models.BillingRecord.Kind",
+        "AdjustmentKindEnum": ["topup", "adjustment", "refund"],
+    },
+}
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:home"
+LOGOUT_REDIRECT_URL = "dashboard:login"

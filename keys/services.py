@@ -7,6 +7,7 @@ import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -102,3 +103,69 @@ def api_key_rotate(*, key: APIKey, grace: timedelta) -> IssuedKey:
     key.valid_until = timezone.now() + grace
     key.save(update_fields=["replaced_by", "valid_until"])
     return issued
+
+
+UPDATABLE_FIELDS = (
+    "name",
+    "expires_at",
+    "allowed_models",
+    "allowed_ips",
+    "rpm_limit",
+    "tpm_limit",
+    "concurrency_limit",
+    "budget",
+    "metadata",
+)
+MAX_GRACE = timedelta(days=30)
+
+
+def api_key_update(*, key: APIKey, data: dict[str, Any]) -> APIKey:
+    """Change a key's name, limits, allowed models and IPs, budget or expiry."""
+    unknown = set(data) - set(UPDATABLE_FIELDS)
+    if unknown:
+        raise ValidationError({name: ["This field cannot be changed."] for name in sorted(unknown)})
+    if key.status == APIKey.Status.REVOKED:
+        raise ValidationError("A revoked key cannot be changed.")
+    if not data:
+        return key
+    if "allowed_ips" in data:
+        data = {**data, "allowed_ips": validate_allowed_ips(data["allowed_ips"] or [])}
+    if "allowed_models" in data:
+        data = {**data, "allowed_models": list(data["allowed_models"] or [])}
+    for name, value in data.items():
+        setattr(key, name, value)
+    fields = list(data)
+    if (
+        key.status == APIKey.Status.EXPIRED
+        and "expires_at" in data
+        and (key.expires_at is None or key.expires_at > timezone.now())
+    ):
+        key.status = APIKey.Status.ACTIVE  # a new expiry in the future brings an expired key back
+        fields.append("status")
+    key.full_clean(exclude=["user", "prefix", "key_hash", "replaced_by"])
+    key.save(update_fields=fields)
+    return key
+
+
+@transaction.atomic
+def api_key_regenerate(*, key: APIKey, grace: timedelta) -> IssuedKey:
+    """A successor with the same settings; the old key keeps working for ``grace`` (0: it
+    stops at once). Only an active key that has not been replaced yet can be regenerated."""
+    key = APIKey.objects.select_for_update().get(pk=key.pk)
+    if key.status != APIKey.Status.ACTIVE:
+        raise ValidationError(f"Only an active key can be regenerated; this one is {key.status}.")
+    if key.replaced_by_id is not None:
+        raise ValidationError("This key has already been replaced by a newer key.")
+    if grace < timedelta(0) or grace > MAX_GRACE:
+        raise ValidationError(
+            {"grace_seconds": [f"The grace period must be between 0 and {MAX_GRACE.days} days."]}
+        )
+    return api_key_rotate(key=key, grace=grace)
+
+
+def api_keys_revoke_for_user(*, user) -> int:
+    """Revoke every key of ``user`` that is not revoked yet; returns how many."""
+    keys = list(APIKey.objects.filter(user=user).exclude(status=APIKey.Status.REVOKED))
+    for key in keys:
+        api_key_revoke(key=key)
+    return len(keys)

@@ -301,7 +301,9 @@ class RedisCounterStore:
         # a burst of requests wants more connections than it holds
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
         self.aio = aioredis.Redis(connection_pool=pool)
-        self.sync = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(url, max_connections=16))
+        self.sync = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(url, max_connections=16)
+        )
         self._reserve = self.aio.register_script(_RESERVE)
         self._finish = self.aio.register_script(_FINISH)
         self._release = self.sync.register_script(_RELEASE_EXPIRED)

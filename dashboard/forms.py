@@ -1,0 +1,94 @@
+"""Forms of the user dashboard. They validate input; writes go through services."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+
+from accounts.selectors import user_can_authenticate
+from billing.fields import MoneyFormField
+from gateway_project.api import LoginLimiter
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, plus the API's failed-login limits and account status check.
+    Unknown user, wrong password and inactive account all get the same message."""
+
+    throttled = False
+
+    def clean(self):
+        username = self.data.get("username", "")
+        wait = LoginLimiter.wait(self.request.META, username)
+        if wait is not None:
+            self.throttled = True
+            raise ValidationError(
+                f"Too many failed logins. Try again in {int(wait) + 1} seconds.", code="throttled"
+            )
+        try:
+            cleaned = super().clean()
+        except ValidationError:
+            LoginLimiter.failed(self.request.META, username)
+            raise
+        LoginLimiter.succeeded(self.request.META, username)
+        return cleaned
+
+    def confirm_login_allowed(self, user):
+        if not user_can_authenticate(user):
+            raise self.get_invalid_login_error()
+
+
+EXPIRY_CHOICES = [
+    ("", "Never"),
+    ("7", "In 7 days"),
+    ("30", "In 30 days"),
+    ("90", "In 90 days"),
+    ("365", "In a year"),
+]
+GRACE_CHOICES = [
+    ("0", "Stop the old key now"),
+    ("3600", "Keep the old key for 1 hour"),
+    ("86400", "Keep the old key for 1 day"),
+    ("604800", "Keep the old key for 7 days"),
+]
+
+
+class KeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False, help_text="Something to tell your keys apart.")
+    expires_in = forms.TypedChoiceField(
+        choices=EXPIRY_CHOICES, required=False, coerce=int, empty_value=None, label="Expires"
+    )
+    allowed_models = forms.CharField(
+        max_length=2000,
+        required=False,
+        label="Allowed models",
+        help_text="Comma-separated model names; empty allows every model.",
+    )
+    budget = MoneyFormField(required=False, help_text="Most this key may spend, e.g. 5.00; empty: no cap.")
+
+    def clean_allowed_models(self):
+        value = self.cleaned_data["allowed_models"]
+        return [slug.strip() for slug in value.split(",") if slug.strip()]
+
+    def clean_budget(self):
+        budget = self.cleaned_data["budget"]
+        if budget is not None and budget < 0:
+            raise ValidationError("The budget cannot be negative.")
+        return budget
+
+
+class RegenerateForm(forms.Form):
+    grace = forms.TypedChoiceField(choices=GRACE_CHOICES, coerce=int, initial="3600", label="Old key")
+
+
+class RedeemForm(forms.Form):
+    code = forms.CharField(max_length=200, label="Redemption code")
+
+
+class UsageFilterForm(forms.Form):
+    start = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    model = forms.CharField(required=False, max_length=200)
+    status = forms.ChoiceField(
+        required=False, choices=[("", "Any"), ("success", "Succeeded"), ("error", "Failed")]
+    )

@@ -1,0 +1,230 @@
+"""The user dashboard: server-rendered pages over the same selectors and services as the API.
+
+Every page shows the logged-in user's own data only: objects named in a URL are looked up
+together with their owner, so another user's id is a 404. Pages that show a new plain key
+are never cached.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import LoginView, LogoutView
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from accounts.selectors import user_can_authenticate
+from billing import selectors as billing_selectors
+from billing.money import format_money
+from billing.services import RedemptionError, redemption_redeem
+from keys import services as key_services
+from keys.selectors import api_key_get, api_key_list
+
+from .forms import KeyCreateForm, LoginForm, RedeemForm, RegenerateForm, UsageFilterForm
+
+PAGE_SIZE = 25
+
+
+def active_required(view):
+    """Logged in with an active account; a suspended or deleted account is logged out."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not user_can_authenticate(request.user):
+            logout(request)
+            messages.error(request, "Your account is not active.")
+            return redirect("dashboard:login")
+        return view(request, *args, **kwargs)
+
+    return login_required(wrapper)
+
+
+class DashboardLoginView(LoginView):
+    template_name = "dashboard/login.html"
+    form_class = LoginForm
+    redirect_authenticated_user = True
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.throttled:
+            response.status_code = 429
+        return response
+
+
+class DashboardLogoutView(LogoutView):
+    next_page = reverse_lazy("dashboard:login")
+
+
+def _page(request, queryset, size: int = PAGE_SIZE):
+    return Paginator(queryset, size).get_page(request.GET.get("page"))
+
+
+@active_required
+def home(request):
+    user = request.user
+    context = {
+        "balance": billing_selectors.balance_of(user=user),
+        "quotas": billing_selectors.quota_status_of_account(user=user),
+        "active_keys": api_key_list(user=user, filters={"status": "active"}).count(),
+        "recent_ledger": billing_selectors.ledger_list(user=user)[:5],
+    }
+    return render(request, "dashboard/home.html", context)
+
+
+def _keys_page(request, *, form=None, new_key=None, status: int = 200):
+    context = {
+        "keys": _page(request, api_key_list(user=request.user)),
+        "form": form or KeyCreateForm(),
+        "regenerate_form": RegenerateForm(),
+        "new_key": new_key,
+    }
+    return render(request, "dashboard/keys.html", context, status=status)
+
+
+@never_cache
+@active_required
+def keys(request):
+    if request.method != "POST":
+        return _keys_page(request)
+    form = KeyCreateForm(request.POST)
+    if not form.is_valid():
+        return _keys_page(request, form=form, status=400)
+    data = form.cleaned_data
+    expires_at = timezone.now() + timedelta(days=data["expires_in"]) if data["expires_in"] else None
+    try:
+        issued = key_services.api_key_create(
+            user=request.user,
+            name=data["name"],
+            expires_at=expires_at,
+            allowed_models=data["allowed_models"],
+            budget=data["budget"],
+        )
+    except ValidationError as exc:
+        form.add_error(None, exc)
+        return _keys_page(request, form=form, status=400)
+    return _keys_page(request, new_key=issued, status=201)
+
+
+def _own_key(request, key_id: int):
+    key = api_key_get(key_id=key_id, user=request.user)
+    if key is None:
+        raise Http404("No such API key.")
+    return key
+
+
+@require_POST
+@active_required
+def key_revoke(request, key_id: int):
+    key = key_services.api_key_revoke(key=_own_key(request, key_id))
+    messages.success(request, f"Key {key.prefix}… is revoked; it stopped working at once.")
+    return redirect("dashboard:keys")
+
+
+@never_cache
+@require_POST
+@active_required
+def key_regenerate(request, key_id: int):
+    key = _own_key(request, key_id)
+    form = RegenerateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose how long the old key keeps working.")
+        return redirect("dashboard:keys")
+    try:
+        grace = timedelta(seconds=form.cleaned_data["grace"])
+        issued = key_services.api_key_regenerate(key=key, grace=grace)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("dashboard:keys")
+    key.refresh_from_db()
+    messages.success(
+        request,
+        f"Key {key.prefix}… was replaced by {issued.key.prefix}…; the old key works until "
+        f"{timezone.localtime(key.valid_until):%Y-%m-%d %H:%M %Z}.",
+    )
+    return _keys_page(request, new_key=issued, status=201)
+
+
+def _chart(days: list[dict]) -> dict:
+    """Bars of requests per day for an inline SVG (drawn by the server: no JavaScript)."""
+    height, bar, gap = 120, 14, 4
+    peak = max((day["requests"] for day in days), default=0) or 1
+    bars = []
+    for index, day in enumerate(days):
+        h = round(day["requests"] / peak * height)
+        bars.append(
+            {
+                "x": index * (bar + gap),
+                "y": height - h,
+                "height": h,
+                "width": bar,
+                "day": day["day"],
+                "requests": day["requests"],
+                "cost": format_money(day["cost"]),
+            }
+        )
+    return {
+        "bars": bars,
+        "width": max(len(days) * (bar + gap) - gap, 1),
+        "height": height,
+        "peak": peak if peak > 1 or any(day["requests"] for day in days) else 0,
+        "total_requests": sum(day["requests"] for day in days),
+        "total_cost": format_money(sum(day["cost"] for day in days)),
+    }
+
+
+@active_required
+def usage(request):
+    form = UsageFilterForm(request.GET or None)
+    filters = {}
+    if form.is_valid():
+        data = form.cleaned_data
+        filters = {"model": data["model"], "status": data["status"]}
+        if data["start"]:
+            filters["start"] = timezone.make_aware(datetime.combine(data["start"], time.min))
+        if data["end"]:
+            filters["end"] = timezone.make_aware(datetime.combine(data["end"] + timedelta(days=1), time.min))
+    daily = billing_selectors.usage_daily(user=request.user, days=30)
+    context = {
+        "form": form,
+        "chart": _chart(daily),
+        "daily": daily,
+        "logs": _page(request, billing_selectors.usage_log_list(user=request.user, filters=filters), 50),
+    }
+    return render(request, "dashboard/usage.html", context)
+
+
+@active_required
+def billing(request):
+    form = RedeemForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            record = redemption_redeem(user=request.user, code=form.cleaned_data["code"])
+        except RedemptionError as exc:
+            form.add_error("code", str(exc))
+        else:
+            amount, balance = format_money(record.amount), format_money(record.balance_after)
+            messages.success(request, f"Redeemed {amount}; your balance is now {balance}.")
+            return redirect("dashboard:billing")
+    context = {
+        "form": form,
+        "balance": billing_selectors.balance_of(user=request.user),
+        "ledger": _page(request, billing_selectors.ledger_list(user=request.user), 50),
+    }
+    return render(request, "dashboard/billing.html", context, status=400 if form.errors else 200)
+
+
+@active_required
+def models(request):
+    return render(
+        request, "dashboard/models.html", {"catalog": billing_selectors.model_catalog_for(user=request.user)}
+    )

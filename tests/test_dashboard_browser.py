@@ -1,0 +1,128 @@
+"""The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver
+packages) driven by Selenium against the real ASGI server. Nothing is installed or
+downloaded at test time: without /usr/bin/chromium the test fails and says what to install."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import httpx
+import pytest
+
+from billing.models import UsageLog
+from keys.models import APIKey
+from keys.services import hash_key
+from tests.conftest import wait_usage
+from tests.factories import UserFactory
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,1000",
+)
+PASSWORD = "correct horse battery staple"
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} missing: the browser test needs Debian's Chromium "
+            "(apt-get install -y chromium chromium-driver)",
+            pytrace=False,
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager look for downloads
+    profile = tempfile.mkdtemp(prefix="gateway-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.implicitly_wait(5)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def click_and_wait(browser, element, heading: str) -> None:
+    """Clicks navigate asynchronously: wait until the old page is gone and the next one has
+    ``heading`` (DOM reads during the switch may fail; they are retried)."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old_page = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait = WebDriverWait(browser, 10, ignored_exceptions=(WebDriverException,))
+    wait.until(expected_conditions.staleness_of(old_page))
+    wait.until(expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), heading))
+
+
+def test_log_in_create_a_key_and_call_the_relay_with_it(gateway, world, fake, browser):
+    from selenium.webdriver.common.by import By
+
+    world.route(world.provider(fake))
+    alice = UserFactory(username="alice")
+
+    browser.get(f"{gateway.url}/dashboard/login/")
+    browser.find_element(By.ID, "id_username").send_keys("alice")
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    click_and_wait(
+        browser, browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]"), "Hello, alice"
+    )
+
+    click_and_wait(browser, browser.find_element(By.LINK_TEXT, "API keys"), "API keys")
+    browser.find_element(By.ID, "id_name").send_keys("from the browser")
+    click_and_wait(browser, browser.find_element(By.ID, "create-key"), "API keys")
+    plain = browser.find_element(By.ID, "new-key").text
+    assert plain.startswith("sk-gw-")
+    key = APIKey.objects.get(key_hash=hash_key(plain))
+    assert key.user_id == alice.pk and key.name == "from the browser"
+
+    # listed once, by its prefix; the plain key is on this page once and on no other
+    prefixes = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#keys tbody .key-prefix")]
+    assert prefixes == [f"{key.prefix}…"]
+    assert browser.page_source.count(plain) == 1
+    browser.get(f"{gateway.url}/dashboard/keys/")  # get() returns once the page has loaded
+    assert plain not in browser.page_source
+    assert [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#keys tbody .key-prefix")] == [
+        f"{key.prefix}…"
+    ]
+
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {plain}"},
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello from the dashboard"}]},
+        timeout=20,
+    )
+    assert response.status_code == 200, response.text
+    assert (
+        response.json()["choices"][0]["message"]["content"] == "This is a fake answer from the fake upstream."
+    )
+    log = wait_usage(response.headers["x-request-id"])
+    assert log.api_key_id == key.pk and log.user_id == alice.pk
+
+    click_and_wait(browser, browser.find_element(By.LINK_TEXT, "Usage"), "Usage")
+    rows = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
+    assert any("gpt-4o-mini" in row.text for row in rows)
+    assert "1 request costing" in browser.find_element(By.ID, "chart-desc").text
+    assert UsageLog.objects.filter(user=alice).count() == 1
