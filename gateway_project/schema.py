@@ -1,6 +1,6 @@
 """OpenAPI: the parts DRF does not generate.
 
-The relay (``/v1/*``, ``/mj/*``) is a raw ASGI app, not DRF, so its operations are written
+The relay (``/v1/*``) is a raw ASGI app, not DRF, so its operations are written
 here by hand and merged into the generated schema by a drf-spectacular postprocessing hook,
 together with the error responses every management endpoint can give (DRF's format).
 Keep these in step with ``relay/app.py`` and ``relay/handlers.py``.
@@ -240,37 +240,6 @@ RELAY_SCHEMAS: dict[str, dict] = {
             "data": {"type": "array", "items": _ref("RelayModel")},
         },
     },
-    "MidjourneySubmit": {
-        "type": "object",
-        "description": "midjourney-proxy's submit answer: code 1 means accepted.",
-        "required": ["code"],
-        "additionalProperties": True,
-        "properties": {
-            "code": {"type": "integer", "example": 1},
-            "description": {"type": "string"},
-            "result": {"type": "string", "description": "The task id."},
-            "properties": _OPEN,
-        },
-    },
-    "MidjourneyTask": {
-        "type": "object",
-        "additionalProperties": True,
-        "properties": {
-            "id": {"type": "string"},
-            "action": {"type": "string", "example": "IMAGINE"},
-            "status": {
-                "type": "string",
-                "enum": ["NOT_START", "SUBMITTED", "MODAL", "IN_PROGRESS", "FAILURE", "SUCCESS", "CANCEL"],
-            },
-            "progress": {"type": "string", "example": "100%"},
-            "prompt": {"type": "string"},
-            "imageUrl": {"type": "string"},
-            "buttons": {"type": "array", "items": _OPEN},
-            "failReason": {"type": "string", "nullable": True},
-            "submitTime": {"type": "integer"},
-            "finishTime": {"type": "integer", "nullable": True},
-        },
-    },
     "DRFError": {
         "type": "object",
         "description": "DRF's error format: `detail` for most errors, or field -> list of messages "
@@ -284,12 +253,12 @@ _RELAY_ERRORS = (400, 401, 402, 403, 404, 413, 429, 500, 502, 503, 504)
 _ERROR_TEXT = {
     400: "The request is invalid.",
     401: "Missing, unknown, revoked or expired API key.",
-    402: "Balance, budget or cost quota exhausted.",
+    402: "Balance or key budget exhausted.",
     403: "Account inactive, model not allowed for this key, or client IP not allowed.",
     404: "Unknown model (or one this key may not use).",
     409: "The object is in use and cannot be deleted.",
     413: "Request body too large.",
-    429: "Rate limit, concurrency limit or quota exceeded (see Retry-After).",
+    429: "Rate limit, concurrency limit or quota exceeded, or too many failed logins (see Retry-After).",
     500: "The gateway failed.",
     502: "Every provider tried failed.",
     503: "No provider is available for this model.",
@@ -341,13 +310,16 @@ def _relay_op(
 
 
 def relay_paths() -> dict:
-    openai_tag, anthropic_tag, models_tag, mj_tag = (
+    openai_tag, anthropic_tag, models_tag, usage_tag = (
         "relay: OpenAI",
         "relay: Anthropic",
         "relay: models",
-        "relay: Midjourney",
+        "relay: usage",
     )
-    task_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    dates = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string", "format": "date"}}
+        for name in ("start_date", "end_date")
+    ]
     return {
         "/v1/chat/completions": {
             "post": _relay_op(
@@ -418,73 +390,76 @@ def relay_paths() -> dict:
                 parameters=[{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
             )
         },
-        "/mj/submit/imagine": {
-            "post": _relay_op(
-                "relay_mj_imagine",
-                "Midjourney: submit an imagine task (midjourney-proxy protocol)",
-                tag=mj_tag,
-                request="MidjourneyImagineRequest",
-                ok=_json(_ref("MidjourneySubmit"), "Accepted (code 1) or refused."),
-            )
-        },
-        "/mj/submit/action": {
-            "post": _relay_op(
-                "relay_mj_action",
-                "Midjourney: press a button of a finished task (upscale, variation, ...)",
-                tag=mj_tag,
-                request="MidjourneyActionRequest",
-                ok=_json(_ref("MidjourneySubmit"), "Accepted (code 1) or refused."),
-            )
-        },
-        "/mj/task/{id}/fetch": {
+        "/v1/usage": {
             "get": _relay_op(
-                "relay_mj_task_fetch",
-                "Midjourney: a task's state",
-                tag=mj_tag,
-                ok=_json(_ref("MidjourneyTask"), "The task."),
-                parameters=task_id,
+                "relay_usage",
+                "This key's requests, tokens and cost per model over a period",
+                tag=usage_tag,
+                ok=_json(_ref("RelayUsage"), "The usage."),
+                parameters=dates,
             )
         },
-        "/mj/task/list-by-condition": {
-            "post": _relay_op(
-                "relay_mj_tasks_by_condition",
-                "Midjourney: several tasks by id",
-                tag=mj_tag,
-                request="MidjourneyTaskQuery",
-                ok=_json({"type": "array", "items": _ref("MidjourneyTask")}, "The tasks."),
+        "/v1/dashboard/billing/subscription": {
+            "get": _relay_op(
+                "relay_billing_subscription",
+                "OpenAI-style billing subscription: hard_limit_usd minus usage is what is left",
+                tag=usage_tag,
+                ok=_json(_ref("BillingSubscription"), "The limits."),
+            )
+        },
+        "/v1/dashboard/billing/usage": {
+            "get": _relay_op(
+                "relay_billing_usage",
+                "OpenAI-style billing usage in cents (all time without dates)",
+                tag=usage_tag,
+                ok=_json(_ref("BillingUsage"), "The usage."),
+                parameters=dates,
             )
         },
     }
 
 
+_USAGE_TOTALS = {
+    "type": "object",
+    "properties": {
+        **{name: {"type": "integer"} for name in (
+            "requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens"
+        )},
+        "cost": {"type": "string", "description": "Decimal amount, e.g. 0.000021000"},
+    },
+}  # fmt: skip
 RELAY_SCHEMAS.update(
     {
-        "MidjourneyImagineRequest": {
+        "RelayUsage": {
             "type": "object",
-            "required": ["prompt"],
-            "additionalProperties": True,
             "properties": {
-                "prompt": {"type": "string"},
-                "base64Array": {"type": "array", "items": {"type": "string"}},
-                "notifyHook": {"type": "string"},
-                "state": {"type": "string"},
+                "object": {"type": "string", "enum": ["usage"]},
+                "key": {"type": "string", "description": "The key's prefix."},
+                "start_date": {"type": "string", "format": "date"},
+                "end_date": {"type": "string", "format": "date"},
+                "currency": {"type": "string"},
+                "total": _USAGE_TOTALS,
+                "data": {
+                    "type": "array",
+                    "items": {"allOf": [_USAGE_TOTALS, {"properties": {"model": {"type": "string"}}}]},
+                },
             },
         },
-        "MidjourneyActionRequest": {
+        "BillingSubscription": {
             "type": "object",
-            "required": ["taskId", "customId"],
-            "additionalProperties": True,
             "properties": {
-                "taskId": {"type": "string"},
-                "customId": {"type": "string"},
-                "notifyHook": {"type": "string"},
-                "state": {"type": "string"},
+                "object": {"type": "string", "enum": ["billing_subscription"]},
+                "has_payment_method": {"type": "boolean"},
+                "soft_limit_usd": {"type": "number"},
+                "hard_limit_usd": {"type": "number"},
+                "system_hard_limit_usd": {"type": "number"},
+                "access_until": {"type": "integer"},
+                "remaining_usd": {"type": "number"},
             },
         },
-        "MidjourneyTaskQuery": {
+        "BillingUsage": {
             "type": "object",
-            "required": ["ids"],
-            "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
+            "properties": {"object": {"type": "string"}, "total_usage": {"type": "number"}},
         },
     }
 )
@@ -493,7 +468,7 @@ SECURITY_SCHEMES = {
     "relayKey": {
         "type": "http",
         "scheme": "bearer",
-        "description": "A gateway API key (sk-gw-...) for /v1/* and /mj/*: `Authorization: Bearer KEY`.",
+        "description": "A gateway API key (sk-gw-...) for /v1/*: `Authorization: Bearer KEY`.",
     },
     "relayKeyHeader": {
         "type": "apiKey",
@@ -510,7 +485,7 @@ TAG_ORDER = (
     ("relay: OpenAI", "OpenAI-compatible data plane (API key)."),
     ("relay: Anthropic", "Anthropic-compatible data plane (API key)."),
     ("relay: models", "Models a key may call."),
-    ("relay: Midjourney", "midjourney-proxy compatible tasks (API key)."),
+    ("relay: usage", "The key's own usage and balance (API key)."),
     ("admin: users", "Staff: accounts and balance adjustments."),
     ("admin: keys", "Staff: every user's API keys."),
     ("admin: providers", "Staff: upstream providers; credentials are write-only."),

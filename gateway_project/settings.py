@@ -252,7 +252,7 @@ CELERY_BEAT_SCHEDULE = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "AI gateway API",
     "DESCRIPTION": (
-        "The relay (`/v1/*`, `/mj/*`, authenticated with an API key) and the management API "
+        "The relay (`/v1/*`, authenticated with an API key) and the management API "
         "(`/auth/*`, `/api/me/*`, `/api/admin/*`, authenticated with a JWT access token). "
         "Money is exact: amounts are decimal strings such as `12.500000000`."
     ),

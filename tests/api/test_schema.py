@@ -32,7 +32,7 @@ def test_schema_describes_relay_and_management(client, db):
     assert response.status_code == 200
     schema = response.json()
     paths = schema["paths"]
-    for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/models", "/mj/submit/imagine",
+    for path in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/models", "/v1/usage",
                  "/auth/login", "/api/me/keys/", "/api/admin/providers/{provider_id}/"):  # fmt: skip
         assert path in paths, path
     assert paths["/v1/chat/completions"]["post"]["security"] == [{"relayKey": []}, {"relayKeyHeader": []}]
