@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -56,7 +57,8 @@ class RelayApp:
         self.forwarder: Forwarder | None = None
         self.usage = None
         self.touched: dict[int, float] = {}
-        self.blocked: dict[str, float] = {}  # client IP -> end of its block (failed authentication)
+        self.blocked: dict[str, float] = {}
+        self.finishing: set[asyncio.Task] = set()  # client IP -> end of its block (failed authentication)
         self.store = None
         self.reaper: asyncio.Future | None = None
         self._starting: asyncio.Lock | None = None
@@ -89,6 +91,8 @@ class RelayApp:
         if self.reaper is not None:
             self.reaper.cancel()
             self.reaper = None
+        if self.finishing:
+            await asyncio.gather(*self.finishing, return_exceptions=True)
         if self.usage is not None:
             await self.usage.close()
         if self.session is not None:
@@ -215,23 +219,26 @@ class RelayApp:
                 ]
             if plan is None:
                 self.usage.push(event)
+            elif self.store.remote:
+                # off the response path: the client has its answer, and the connection's
+                # next request need not wait for this round trip (shutdown waits for it)
+                tokens = event["prompt_tokens"] + event["completion_tokens"]
+                future = self.store.finish_nowait(plan, tokens=tokens, cost=event["cost"], event=event)
+                self.finishing.add(future)
+                future.add_done_callback(functools.partial(self._finished, event))
             else:
-                await asyncio.shield(self._finish(plan, event))
+                tokens = event["prompt_tokens"] + event["completion_tokens"]
+                self.store.finish_sync(plan, tokens=tokens, cost=event["cost"], event=event)
 
-    async def _finish(self, plan, event: dict) -> None:
-        tokens = event["prompt_tokens"] + event["completion_tokens"]
-        for attempt in range(3):
-            try:
-                await self.store.finish(plan, tokens=tokens, cost=event["cost"], event=event)
-                return
-            except Exception:
-                logger.warning(
-                    "finishing a reservation failed", exc_info=True, extra={"attempt": attempt + 1}
-                )
-                await asyncio.sleep(0.05 * (attempt + 1))
-        # the usage must not be lost: queue it the other way; the reservation will expire
-        logger.error("reservation left to expire; usage queued directly", extra={"request": plan.rid})
-        self.usage.push(event)
+    def _finished(self, event: dict, future: asyncio.Future) -> None:
+        self.finishing.discard(future)
+        if future.cancelled() or future.exception() is not None:
+            # the usage must not be lost: queue it the other way; the reservation expires
+            logger.error(
+                "finishing a reservation failed; usage queued directly",
+                extra={"request": event["request_id"], "error": repr(future.exception())[:300]},
+            )
+            self.usage.push(event)
 
     async def _until_done_or_gone(self, ctx: Context, task: asyncio.Task, record: UsageRecord) -> None:
         async def gone() -> None:

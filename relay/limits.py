@@ -79,6 +79,22 @@ def estimate_completion_tokens(body: dict, request_type: str, model_max: int | N
     return requested * n
 
 
+_PERIODS: dict[tuple, tuple[float, float]] = {}
+
+
+def _period(period: str, reset_time, now: float) -> tuple[float, float]:
+    """(start, end) epoch seconds of the quota period containing ``now`` (end 0.0 for
+    lifetime), remembered until the period ends: datetime arithmetic once per period."""
+    cache_key = (period, reset_time)
+    cached = _PERIODS.get(cache_key)
+    if cached is not None and cached[0] <= now and (not cached[1] or now < cached[1]):
+        return cached
+    start, end = period_bounds(period, datetime.fromtimestamp(now, tz=UTC), reset_time)
+    bounds = (start.timestamp(), end.timestamp() if end is not None else 0.0)
+    _PERIODS[cache_key] = bounds
+    return bounds
+
+
 def build_plan(
     *, rid: str, key: KeyInfo, body: dict, request_type: str, price: Price | None, model_max: int | None
 ) -> Plan:
@@ -120,11 +136,9 @@ def build_plan(
             Check("concurrency", f"gw:conc:k:{key.id}", 1, key.concurrency_limit, 0, 0, now + 1, "release")
         )
     if key.quotas:
-        moment = datetime.fromtimestamp(now, tz=UTC)
         for quota in key.quotas:
-            start, end = period_bounds(quota.period, moment, quota.reset_time)
-            start_ts = start.timestamp()
-            ttl = int(end.timestamp() - now) + 3600 if end is not None else 0
+            start_ts, end_ts = _period(quota.period, quota.reset_time, now)
+            ttl = int(end_ts - now) + 3600 if end_ts else 0
             seed = quota.used if quota.used_since == start_ts else 0
             amount, settle = {
                 "requests": (1, "keep"),
@@ -139,7 +153,7 @@ def build_plan(
                     quota.limit,
                     ttl,
                     seed,
-                    end.timestamp() if end is not None else 0.0,
+                    end_ts,
                     settle,
                     quota_id=quota.id,
                 )
