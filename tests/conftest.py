@@ -163,7 +163,8 @@ def _drain_usage(timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     queue = relay_app.usage
     while queue is not None and time.monotonic() < deadline:
-        if not queue.buffer and (queue.flusher is None or queue.flusher.done()):
+        finished = not relay_app.finishing  # reservations still being finished in Redis
+        if finished and not queue.buffer and (queue.flusher is None or queue.flusher.done()):
             break
         time.sleep(0.02)
     settle_usage()

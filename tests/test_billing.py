@@ -322,6 +322,9 @@ def test_worker_killed_mid_stream_releases_its_reservation_and_settles_once(gate
     from billing.tasks import _CLAIM
     from relay.usage import PROCESSING_KEY, QUEUE_KEY
 
+    deadline = time.monotonic() + 5  # the finish (which queues the event) follows the response
+    while not store.sync.llen(QUEUE_KEY) and time.monotonic() < deadline:
+        time.sleep(0.01)
     claim = store.sync.register_script(_CLAIM)
     assert claim(keys=[QUEUE_KEY, PROCESSING_KEY], args=[500])  # ... and the settler "dies" here
     settle_usage()
