@@ -222,23 +222,7 @@ class AdminProviderProbeApi(APIView):
 class AdminModelSerializer(serializers.ModelSerializer):
     class Meta:
         model = Model
-        fields = [
-            "id",
-            "slug",
-            "display_name",
-            "type",
-            "context_length",
-            "max_output_tokens",
-            "supports_streaming",
-            "supports_tools",
-            "supports_vision",
-            "supports_json_mode",
-            "status",
-            "routing_strategy",
-            "owned_by",
-            "description",
-            "created_at",
-        ]
+        fields = ["id", *services.MODEL_FIELDS, "created_at"]
         read_only_fields = fields
 
 

@@ -370,7 +370,6 @@ class RedisCounterStore:
         self._reserve = Script(_RESERVE)
         self._finish = Script(_FINISH)
         self._release = self.sync.register_script(_RELEASE_EXPIRED)
-        self._release_async = self.aio.register_script(_RELEASE_EXPIRED)
         self._settled = self.sync.register_script(_SETTLED)
         self.pipeline = _AutoPipeline(RespClient(url))
 
@@ -382,9 +381,6 @@ class RedisCounterStore:
         """Queue the finish; the future completes when Redis has applied it."""
         keys, args = _finish_args(plan, tokens, cost, orjson.dumps(event))
         return self.pipeline.call(self._finish, keys, args, urgent=False)
-
-    async def finish(self, plan: Plan, *, tokens: int, cost: int, event: dict) -> None:
-        await self.finish_nowait(plan, tokens=tokens, cost=cost, event=event)
 
     async def count_auth_failure(self, ip: str) -> int:
         key = f"{PREFIX}authfail:{ip}:{int(time.time() // 60)}"
@@ -399,11 +395,6 @@ class RedisCounterStore:
 
     def release_expired(self, now: float | None = None) -> int:
         return int(self._release(keys=[RESERVATIONS_KEY], args=[now or time.time(), PREFIX + "r:"]))
-
-    async def arelease_expired(self, now: float | None = None) -> int:
-        return int(
-            await self._release_async(keys=[RESERVATIONS_KEY], args=[now or time.time(), PREFIX + "r:"])
-        )
 
     def snapshot_user(self, user_id: int) -> dict:
         raw = self.sync.hgetall(user_key(user_id))
@@ -499,9 +490,6 @@ class LocalCounterStore:
         if self.on_event is not None:
             self.on_event(event)
 
-    async def finish(self, plan: Plan, *, tokens: int, cost: int, event: dict) -> None:
-        self.finish_sync(plan, tokens=tokens, cost=cost, event=event)
-
     async def count_auth_failure(self, ip: str) -> int:
         now = time.time()
         key = f"authfail:{ip}:{int(now // 60)}"
@@ -550,9 +538,6 @@ class LocalCounterStore:
             for key in [k for k, (_, expires) in self.counters.items() if expires and expires <= now]:
                 del self.counters[key]
         return released
-
-    async def arelease_expired(self, now: float | None = None) -> int:
-        return self.release_expired(now)
 
     def snapshot_user(self, user_id: int) -> dict:
         with self.lock:

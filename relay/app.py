@@ -83,7 +83,7 @@ class RelayApp:
         while True:
             await asyncio.sleep(30)
             try:
-                await self.store.arelease_expired()
+                self.store.release_expired()  # in process: a few dict operations
             except Exception:
                 logger.exception("releasing expired reservations failed")
 
