@@ -502,6 +502,7 @@ _MANAGEMENT_ERRORS = {
     401: "Not authenticated, or the token is invalid, expired or revoked.",
     403: "Not allowed (staff only, inactive account, or registration closed).",
     404: "Not found (or not yours).",
+    415: "The request body's media type is not one the endpoint parses (send JSON).",
     429: "Too many requests (see Retry-After).",
 }
 
@@ -523,9 +524,11 @@ def add_relay_and_errors(result: dict, generator, request, public) -> dict:
             codes = [400, 401, 403, 404, 429]
             if method == "delete":
                 codes.append(409)
+            if "requestBody" in operation:
+                codes.append(415)
             for code in codes:
                 responses.setdefault(
-                    str(code), {**error, "description": _MANAGEMENT_ERRORS.get(code, _ERROR_TEXT[code])}
+                    str(code), {**error, "description": _MANAGEMENT_ERRORS.get(code) or _ERROR_TEXT[code]}
                 )
     result.setdefault("paths", {}).update(relay_paths())
     result["tags"] = [{"name": name, "description": text} for name, text in TAG_ORDER]

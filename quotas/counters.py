@@ -25,6 +25,8 @@ strings, which Redis does in exact 64-bit arithmetic.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +35,8 @@ import orjson
 from django.conf import settings
 
 from .resp import RespClient, Script
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "gw:"
 USAGE_KEY = PREFIX + "usage"
@@ -81,6 +85,9 @@ class Plan:
     key_budget: int | None
     key_spent: int
     expires_at: float
+    source: object = None  # what the limits came from (the relay's KeyInfo): a lease serves one source
+    lease: object = None  # the Redis store's Lease this request took its reservation from
+    quotas: tuple = ()  # [quota id, period start, settle] of each quota it counts in (the event's)
 
 
 @dataclass(slots=True)
@@ -124,14 +131,18 @@ def finish_deltas(plan: Plan, tokens: int, cost: int) -> list[tuple[str, int]]:
 
 _RESERVE = """
 local n = tonumber(ARGV[1])
+local a = 1 + n * 5
+local k = tonumber(ARGV[a + 9])
+local spread = tonumber(ARGV[a + 10])
 for i = 1, n do
   local base = 1 + (i - 1) * 5
   local cur = tonumber(redis.call('GET', KEYS[4 + i]) or ARGV[base + 4])
-  if cur + tonumber(ARGV[base + 1]) > tonumber(ARGV[base + 2]) then
+  local amount, limit = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  if cur + amount > limit then
     return {'limit', i, tostring(cur)}
   end
+  if amount > 0 then k = math.min(k, math.floor((limit - cur) / (amount * spread))) end
 end
-local a = 1 + n * 5
 local est, credit = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
 if redis.call('HSETNX', KEYS[1], 'bal', ARGV[a + 3]) == 1 then
   redis.call('HSET', KEYS[1], 'seq', ARGV[a + 4])
@@ -141,6 +152,7 @@ local avail = tonumber(redis.call('HGET', KEYS[1], 'bal')) + credit
 if avail <= 0 or avail < est then
   return {'balance', 0, tostring(avail)}
 end
+if est > 0 then k = math.min(k, math.floor(avail / (est * spread))) end
 if ARGV[a + 5] ~= '' then
   if redis.call('HSETNX', KEYS[2], 'spent', ARGV[a + 6]) == 1 then
     redis.call('HSET', KEYS[2], 'seq', '0')
@@ -150,42 +162,87 @@ if ARGV[a + 5] ~= '' then
   if left <= 0 or left < est then
     return {'budget', 0, tostring(left)}
   end
+  if est > 0 then k = math.min(k, math.floor(left / (est * spread))) end
 end
+if k < 1 then k = 1 end
 local undo = {}
 for i = 1, n do
   local base = 1 + (i - 1) * 5
-  local k = KEYS[4 + i]
-  if redis.call('EXISTS', k) == 0 then
-    redis.call('SET', k, ARGV[base + 4])
-    if tonumber(ARGV[base + 3]) > 0 then redis.call('EXPIRE', k, ARGV[base + 3]) end
+  local key = KEYS[4 + i]
+  local take = string.format('%d', k * tonumber(ARGV[base + 1]))
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, ARGV[base + 4])
+    if tonumber(ARGV[base + 3]) > 0 then redis.call('EXPIRE', key, ARGV[base + 3]) end
   end
-  redis.call('INCRBY', k, ARGV[base + 1])
-  if ARGV[base + 5] == '1' then undo[#undo + 1] = {k, '-' .. ARGV[base + 1]} end
+  redis.call('INCRBY', key, take)
+  if ARGV[base + 5] == '1' then undo[#undo + 1] = {key, take == '0' and '0' or '-' .. take} end
 end
-redis.call('HINCRBY', KEYS[1], 'held', ARGV[a + 1])
-redis.call('HINCRBY', KEYS[2], 'held', ARGV[a + 1])
-redis.call('SET', KEYS[4], cjson.encode({c = undo, u = KEYS[1], k = KEYS[2], h = '-' .. ARGV[a + 1]}))
+local held = string.format('%d', k * est)
+redis.call('HINCRBY', KEYS[1], 'held', held)
+redis.call('HINCRBY', KEYS[2], 'held', held)
+local back = held == '0' and '0' or '-' .. held
+redis.call('SET', KEYS[4], cjson.encode({c = undo, u = KEYS[1], k = KEYS[2], h = back}))
 redis.call('ZADD', KEYS[3], ARGV[a + 7], ARGV[a + 8])
-return {'ok'}
+return {'ok', k}
 """
 
-_FINISH = """
-local existed = redis.call('DEL', KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
-local n = tonumber(ARGV[2])
-if existed == 1 then
-  for i = 1, n do
-    if redis.call('EXISTS', KEYS[6 + i]) == 1 then redis.call('INCRBY', KEYS[6 + i], ARGV[6 + i]) end
-  end
-  redis.call('HINCRBY', KEYS[1], 'held', ARGV[3])
-  redis.call('HINCRBY', KEYS[2], 'held', ARGV[3])
-else
-  redis.call('HINCRBY', KEYS[1], 'held', ARGV[4])
-  redis.call('HINCRBY', KEYS[2], 'held', ARGV[4])
+# One call per flush: the usage events and pending charges of finished requests, and the
+# state of every lease that changed. ARGV: number of events, the events; number of
+# pending charges, (request id, "user:key:cost") pairs; number of leases, then per lease:
+# record key, lease id, "u" (update) or "c" (close), the record's new JSON, expiry, user
+# hash, key hash, money consumed since the last flush, the (signed) change of held money on
+# close, number of counters, then per counter: its key, use since the last flush, the
+# (signed) change on close.
+_SYNC = """
+local at = 1
+local n = tonumber(ARGV[at])
+for i = at + 1, at + n, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, at + n)))
 end
-if ARGV[4] ~= '0' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[5]) end
-redis.call('RPUSH', KEYS[6], ARGV[6])
-return existed
+at = at + n + 1
+n = tonumber(ARGV[at])
+for i = at + 1, at + 2 * n, 1000 do
+  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, at + 2 * n)))
+end
+at = at + 2 * n + 1
+local leases = tonumber(ARGV[at])
+at = at + 1
+for _ = 1, leases do
+  local rec, lid, mode, record, expires = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  local ukey, kkey, used, back = ARGV[at + 5], ARGV[at + 6], ARGV[at + 7], ARGV[at + 8]  -- back: signed
+  local m = tonumber(ARGV[at + 9])
+  local first = at + 10
+  at = first + 3 * m
+  if redis.call('EXISTS', rec) == 1 then
+    if mode == 'c' then
+      for i = 0, m - 1 do
+        local key, give = ARGV[first + 3 * i], ARGV[first + 3 * i + 2]
+        if give ~= '0' and redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, give) end
+      end
+      if back ~= '0' then
+        redis.call('HINCRBY', ukey, 'held', back)
+        redis.call('HINCRBY', kkey, 'held', back)
+      end
+      redis.call('DEL', rec)
+      redis.call('ZREM', KEYS[3], lid)
+    else
+      redis.call('SET', rec, record)
+      redis.call('ZADD', KEYS[3], expires, lid)
+    end
+  else
+    -- released already (its worker was presumed dead): what was used since the last
+    -- flush was taken back with the rest, so count it again, as a late finish
+    for i = 0, m - 1 do
+      local key, use = ARGV[first + 3 * i], ARGV[first + 3 * i + 1]
+      if use ~= '0' and redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, use) end
+    end
+    if used ~= '0' then
+      redis.call('HINCRBY', ukey, 'held', used)
+      redis.call('HINCRBY', kkey, 'held', used)
+    end
+  end
+end
+return leases
 """
 
 _RELEASE_EXPIRED = """
@@ -232,7 +289,12 @@ return n
 """
 
 
-def _reserve_args(plan: Plan) -> tuple[list[str], list]:
+LEASE_SPREAD = 32  # a lease takes at most 1/32 of any limit's headroom (see Lease)
+LEASE_IDLE = 1.0  # seconds an unused lease stays open before it is given back
+SWEEP_INTERVAL = 0.25
+
+
+def _reserve_args(plan: Plan, size: int) -> tuple[list[str], list]:
     keys = [user_key(plan.user_id), apikey_key(plan.key_id), RESERVATIONS_KEY, reservation_key(plan.rid)]
     args: list = [len(plan.checks)]
     for check in plan.checks:
@@ -247,6 +309,8 @@ def _reserve_args(plan: Plan) -> tuple[list[str], list]:
         plan.key_spent,
         plan.expires_at,
         plan.rid,
+        size,
+        LEASE_SPREAD,
     )
     return keys, args
 
@@ -262,21 +326,6 @@ def _refusal(plan: Plan, result) -> Refusal | None:
     return Refusal(kind, plan.est_cost, max(value, 0), 0.0)
 
 
-def _finish_args(plan: Plan, tokens: int, cost: int, event: bytes) -> tuple[list[str], list]:
-    deltas = finish_deltas(plan, tokens, cost)
-    keys = [
-        user_key(plan.user_id),
-        apikey_key(plan.key_id),
-        reservation_key(plan.rid),
-        RESERVATIONS_KEY,
-        PENDING_KEY,
-        USAGE_KEY,
-    ] + [key for key, _ in deltas]
-    args = [plan.rid, len(deltas), cost - plan.est_cost, cost, f"{plan.user_id}:{plan.key_id}:{cost}", event]
-    args.extend(delta for _, delta in deltas)
-    return keys, args
-
-
 def _settled_args(settlement: Settlement) -> list:
     args: list = [len(settlement.charges)] + [rid for rid, *_ in settlement.charges]
     mirrors = [(user_key(uid), value, seq) for uid, (value, seq) in settlement.balances.items()]
@@ -288,55 +337,174 @@ def _settled_args(settlement: Settlement) -> list:
     return args
 
 
+class Lease:
+    """Capacity one worker reserved in Redis, in one atomic step, for the next requests of
+    one API key: ``k`` times the first request's amount on every counter and ``k`` times
+    its cost estimate of the user's money and the key's budget. Requests that fit take
+    their reservation from it in process, and give back the unused part when they finish;
+    Redis hears about them in the next flush (usage events, pending charges and the
+    lease's remaining reservation, one script call for the whole batch).
+
+    The counters in Redis count the whole lease at once, so no limit is ever exceeded; an
+    unused part only makes other workers see less headroom until it is given back (when
+    the lease no longer fits a request, after ``LEASE_IDLE`` seconds unused, or at
+    shutdown). Redis grants at most 1/``LEASE_SPREAD`` of any limit's headroom, so a lease
+    shrinks to one request (the plain per-request reservation) near a limit: a 50-request
+    quota gives exactly 50 successes. The Redis record of a lease always holds what is
+    still reserved, so if the worker dies the reaper takes back exactly that.
+
+    Per counter: ``granted`` is what Redis counts for the lease and is not used yet (it
+    drops by the actual use of each finished request); ``avail`` is what new requests may
+    take (``granted`` minus what requests in flight reserved)."""
+
+    __slots__ = (
+        "lid", "user_id", "key_id", "ukey", "kkey", "source", "settle", "granted", "avail",
+        "used", "money_granted", "money", "money_used", "inflight", "single", "retired",
+        "closing", "lost", "last_used",
+    )  # fmt: skip
+
+    def __init__(self, plan: Plan, k: int) -> None:
+        self.lid = plan.rid
+        self.user_id, self.key_id = plan.user_id, plan.key_id
+        self.ukey, self.kkey = user_key(plan.user_id), apikey_key(plan.key_id)
+        self.source = plan.source
+        self.settle = {check.key: check.settle for check in plan.checks}
+        self.granted = {check.key: k * check.amount for check in plan.checks}
+        self.avail = dict(self.granted)
+        self.used = dict.fromkeys(self.granted, 0)  # use of undoable counters since the last flush
+        self.money_granted = self.money = k * plan.est_cost
+        self.money_used = 0  # charges since the last flush
+        self.inflight = 0
+        self.single = k == 1  # a plain reservation: closed when its request finishes
+        self.retired = self.closing = self.lost = False
+        self.last_used = time.monotonic()
+
+    def take(self, plan: Plan) -> bool:
+        if self.retired or plan.source is not self.source or self.money < plan.est_cost:
+            return False
+        avail = self.avail
+        for check in plan.checks:
+            left = avail.get(check.key)
+            if left is None or left < check.amount:
+                return False
+        for check in plan.checks:
+            avail[check.key] -= check.amount
+        self.money -= plan.est_cost
+        self.inflight += 1
+        return True
+
+    def give_back(self, plan: Plan, tokens: int, cost: int) -> None:
+        granted, avail, used = self.granted, self.avail, self.used
+        for check in plan.checks:
+            settle = check.settle
+            if settle == "keep":
+                use = check.amount
+            elif settle == "tokens":
+                use = tokens
+            elif settle == "cost":
+                use = cost
+            else:  # "release": a concurrency slot, free again
+                use = 0
+            granted[check.key] -= use
+            avail[check.key] += check.amount - use
+            if use and settle != "keep":
+                used[check.key] += use
+        self.money_granted -= cost
+        self.money += plan.est_cost - cost
+        self.money_used += cost
+        self.inflight -= 1
+        self.last_used = time.monotonic()
+
+    def record(self) -> bytes:
+        """The Redis record: what the reaper takes back if this worker dies now."""
+        undo = [[key, str(-granted)] for key, granted in self.granted.items() if self.settle[key] in _UNDONE]
+        return orjson.dumps({"c": undo, "u": self.ukey, "k": self.kkey, "h": str(-self.money_granted)})
+
+    def sync_args(self, expires: float) -> list:
+        """This lease's part of a flush; resets the use counted since the last one."""
+        close = self.closing
+        args = [
+            reservation_key(self.lid),
+            self.lid,
+            "c" if close else "u",
+            b"" if close else self.record(),
+            expires,
+            self.ukey,
+            self.kkey,
+            self.money_used,
+            -self.money_granted if close else 0,
+        ]
+        counters = [
+            (key, self.used[key], -granted if close else 0)
+            for key, granted in self.granted.items()
+            if self.used[key] or (close and granted)
+        ]
+        args.append(len(counters))
+        for counter in counters:
+            args.extend(counter)
+        self.money_used = 0
+        for key in self.used:
+            self.used[key] = 0
+        return args
+
+
 class _AutoPipeline:
     """Sends the script calls of one event-loop tick in one write.
 
-    Under load many requests reserve and finish at once; batching them turns N round
-    trips (and N client-side command cycles) into one. Finishes are not urgent (the client
-    already has its answer): they wait up to ``DEFER`` seconds to ride along with the next
-    reservation, so a busy connection pays about one round trip per request, not two.
-    While one batch is in flight the next accumulates (one outstanding batch per worker).
-    Each script stays atomic on its own; the pipeline is not a transaction and needs none."""
+    Under load many requests reserve at once; batching them turns N round trips (and N
+    client-side command cycles) into one. ``collect`` adds the store's flush (finished
+    requests, changed leases) in front of each batch: finishes are not urgent (the client
+    already has its answer), so ``poke`` waits up to ``DEFER`` seconds for them to ride
+    along with a reservation. While one batch is in flight the next accumulates (one
+    outstanding batch per worker). Each script stays atomic on its own; the pipeline is
+    not a transaction and needs none."""
 
-    DEFER = 0.005
+    DEFER = 0.02
 
-    def __init__(self, client: RespClient) -> None:
+    def __init__(self, client: RespClient, collect) -> None:
         self.client = client
+        self.collect = collect
         self.pending: list = []
-        self.deferred: list = []
         self.flush_scheduled = False
         self.timer = None
 
-    def call(self, script: Script, keys: list, args: list, *, urgent: bool = True) -> asyncio.Future:
+    def call(self, script: Script, keys: list, args: list) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        if urgent:
-            self.pending.append((future, script, keys, args))
-            if not self.flush_scheduled:
-                self.flush_scheduled = True
-                loop.call_soon(self._flush)
-        else:
-            self.deferred.append((future, script, keys, args))
-            if self.timer is None and not self.flush_scheduled:
-                self.timer = loop.call_later(self.DEFER, self._flush)
+        self.pending.append((future, script, keys, args))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            loop.call_soon(self._flush)
         return future
+
+    def poke(self, *, soon: bool = False) -> None:
+        if self.flush_scheduled:
+            return
+        loop = asyncio.get_running_loop()
+        if soon:
+            self.flush_scheduled = True
+            loop.call_soon(self._flush)
+        elif self.timer is None:
+            self.timer = loop.call_later(self.DEFER, self._flush)
 
     def _flush(self) -> None:
         self.flush_scheduled = False
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if not self.pending and not self.deferred:
-            return
         if self.client.ready and self.client.protocol.waiters:
             # a batch is on its way: collect until its replies are in, then send the lot
             # (under load this makes batches large and system calls few; idle, it costs
             # nothing, since an idle connection has nothing in flight)
             self.client.protocol.on_drain = self._flush
             return
-        # finishes first: slots they free are available to the reservations behind them
-        batch = self.deferred + self.pending if self.deferred else self.pending
-        self.deferred, self.pending = [], []
+        # the flush first: leases it closes free capacity for the reservations behind it
+        batch = self.collect()
+        if self.pending:
+            batch += self.pending
+            self.pending = []
+        if not batch:
+            return
         if self.client.ready:
             self.client.send(batch)
         else:
@@ -353,9 +521,13 @@ class _AutoPipeline:
 
 
 class RedisCounterStore:
+    """The counter store on Redis, shared by every worker. Each worker reserves for its
+    requests through leases (see ``Lease``): a busy key costs Redis one script call per
+    lease plus its share of one flush per batch, instead of two calls per request."""
+
     remote = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lease_size: int | None = None) -> None:
         import redis
         import redis.asyncio as aioredis
 
@@ -368,19 +540,175 @@ class RedisCounterStore:
             connection_pool=redis.BlockingConnectionPool.from_url(url, max_connections=16)
         )
         self._reserve = Script(_RESERVE)
-        self._finish = Script(_FINISH)
+        self._sync = Script(_SYNC)
         self._release = self.sync.register_script(_RELEASE_EXPIRED)
         self._settled = self.sync.register_script(_SETTLED)
-        self.pipeline = _AutoPipeline(RespClient(url))
+        self.pipeline = _AutoPipeline(RespClient(url), self._collect)
+        self.lease_size = settings.RELAY_LEASE_SIZE if lease_size is None else lease_size
+        self.ttl = settings.RELAY_RESERVATION_TTL
+        self.leases: dict[int, Lease] = {}  # key id -> the lease its new requests take from
+        self.open: set[Lease] = set()  # every lease Redis still holds for this worker
+        self.shared: dict[int, bool] = {}  # key id -> whether its last grant was for several requests
+        self.granting: dict[int, asyncio.Future] = {}  # key id -> the lease being asked for
+        self.events: list[bytes] = []  # usage events of finished requests, for the next flush
+        self.pending: list = []  # request id, "user:key:cost", ... for the next flush
+        self.dirty: dict[Lease, None] = {}  # leases whose state the next flush writes
+        self.flushing: set[asyncio.Future] = set()
+        self.on_lost = None  # takes usage events whose flush failed (the relay's usage queue)
+        self.sweeper = None
+
+    # --- requests --------------------------------------------------------------------
 
     async def reserve(self, plan: Plan) -> Refusal | None:
-        keys, args = _reserve_args(plan)
-        return _refusal(plan, await self.pipeline.call(self._reserve, keys, args))
+        key_id = plan.key_id
+        while True:
+            lease = self.leases.get(key_id)
+            if lease is not None:
+                if lease.take(plan):
+                    plan.lease = lease
+                    return None
+                self._retire(lease)
+            granting = self.granting.get(key_id)
+            if granting is None:
+                break
+            await granting  # one request asks for the key's next lease; the others wait for it
+        shared = self.shared.get(key_id, True)
+        if shared:
+            granting = self.granting[key_id] = asyncio.get_running_loop().create_future()
+        try:
+            keys, args = _reserve_args(plan, self.lease_size)
+            result = await self.pipeline.call(self._reserve, keys, args)
+        finally:
+            if shared:
+                del self.granting[key_id]
+                granting.set_result(None)
+        refusal = _refusal(plan, result)
+        if refusal is not None:
+            return refusal
+        lease = Lease(plan, int(result[1]))
+        lease.take(plan)  # it was sized for this request: always fits
+        plan.lease = lease
+        self.open.add(lease)
+        self.shared[key_id] = not lease.single
+        if not lease.single:
+            old = self.leases.get(key_id)
+            if old is not None:
+                self._retire(old)
+            self.leases[key_id] = lease
+            self._sweep_later()
+        return None
 
-    def finish_nowait(self, plan: Plan, *, tokens: int, cost: int, event: dict) -> asyncio.Future:
-        """Queue the finish; the future completes when Redis has applied it."""
-        keys, args = _finish_args(plan, tokens, cost, orjson.dumps(event))
-        return self.pipeline.call(self._finish, keys, args, urgent=False)
+    def finish(self, plan: Plan, *, tokens: int, cost: int, event: dict) -> None:
+        """Give back what the request did not use and queue its usage event (and pending
+        charge) for the next flush, which follows within ``_AutoPipeline.DEFER``."""
+        lease = plan.lease
+        if lease.lost:  # its flush failed: the reaper takes the lease back
+            self._lost([event])
+            return
+        lease.give_back(plan, tokens, cost)
+        self.events.append(orjson.dumps(event))
+        if cost:
+            self.pending += (plan.rid, f"{plan.user_id}:{plan.key_id}:{cost}")
+        self.dirty[lease] = None
+        if lease.inflight == 0 and (lease.single or lease.retired):
+            # what it gives back (a concurrency slot, unused tokens) may be wanted at once,
+            # by this very client's next request: flush now rather than within DEFER
+            lease.closing = True
+            self.pipeline.poke(soon=True)
+        else:
+            self.pipeline.poke()
+
+    def _retire(self, lease: Lease) -> None:
+        """No new request takes from ``lease``; it closes when its last request finishes."""
+        lease.retired = True
+        if self.leases.get(lease.key_id) is lease:
+            del self.leases[lease.key_id]
+        if lease.inflight == 0 and not lease.closing and not lease.lost:
+            lease.closing = True
+            self.dirty[lease] = None
+            self.pipeline.poke(soon=True)
+
+    def _sweep_later(self) -> None:
+        if self.sweeper is None:
+            self.sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        self.sweeper = None
+        self.release_idle(LEASE_IDLE)
+        if self.leases:
+            self._sweep_later()
+
+    def release_idle(self, idle: float = 0.0) -> None:
+        """Give back the leases unused for ``idle`` seconds (all unused ones with 0). Call
+        on the relay's event loop."""
+        now = time.monotonic()
+        for lease in list(self.leases.values()):
+            if lease.inflight == 0 and now - lease.last_used >= idle:
+                self._retire(lease)
+
+    # --- the flush -------------------------------------------------------------------
+
+    def _collect(self) -> list:
+        if not (self.events or self.dirty):
+            return []
+        events, self.events = self.events, []
+        pending, self.pending = self.pending, []
+        leases = list(self.dirty)
+        self.dirty = {}
+        args: list = [len(events), *events, len(pending) // 2, *pending, len(leases)]
+        expires = time.time() + self.ttl
+        for lease in leases:
+            args += lease.sync_args(expires)
+            if lease.closing:
+                self.open.discard(lease)
+        future = asyncio.get_running_loop().create_future()
+        self.flushing.add(future)
+        future.add_done_callback(functools.partial(self._flushed, events, leases))
+        return [(future, self._sync, [USAGE_KEY, PENDING_KEY, RESERVATIONS_KEY], args)]
+
+    def _flushed(self, events: list[bytes], leases: list[Lease], future: asyncio.Future) -> None:
+        self.flushing.discard(future)
+        if not future.cancelled() and future.exception() is None:
+            return
+        # Redis may or may not have applied it: keep the usage (settlement skips request
+        # ids it has) and stop using these leases; the reaper takes back what they hold
+        logger.error(
+            "flushing finished requests to Redis failed; their usage is queued directly",
+            extra={
+                "events": len(events),
+                "error": "cancelled" if future.cancelled() else repr(future.exception())[:300],
+            },
+        )
+        for lease in leases:
+            lease.lost = True
+            self.open.discard(lease)
+            if self.leases.get(lease.key_id) is lease:
+                del self.leases[lease.key_id]
+        self._lost([orjson.loads(event) for event in events])
+
+    def _lost(self, events: list[dict]) -> None:
+        if self.on_lost is None:
+            logger.error("usage events lost: no fallback queue", extra={"events": len(events)})
+            return
+        for event in events:
+            self.on_lost(event)
+
+    def busy(self) -> bool:
+        """Whether finished requests still wait to reach Redis."""
+        return bool(self.events or self.dirty or self.flushing)
+
+    async def aclose(self) -> None:
+        """Shutdown: give every unused lease back and wait for the last flush."""
+        self.release_idle(0.0)
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
+        if self.events or self.dirty:
+            self.pipeline.poke()
+        while self.busy():
+            await asyncio.sleep(0.005)
+
+    # --- the rest --------------------------------------------------------------------
 
     async def count_auth_failure(self, ip: str) -> int:
         key = f"{PREFIX}authfail:{ip}:{int(time.time() // 60)}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 
@@ -57,10 +56,10 @@ class RelayApp:
         self.forwarder: Forwarder | None = None
         self.usage = None
         self.touched: dict[int, float] = {}
-        self.blocked: dict[str, float] = {}
-        self.finishing: set[asyncio.Task] = set()  # client IP -> end of its block (failed authentication)
+        self.blocked: dict[str, float] = {}  # client IP -> end of its block (failed authentication)
         self.store = None
         self.reaper: asyncio.Future | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Lock | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -68,6 +67,7 @@ class RelayApp:
     async def startup(self) -> None:
         if self.session is not None:
             return
+        self.loop = asyncio.get_running_loop()
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
         self.forwarder = Forwarder(self.session)
@@ -78,6 +78,8 @@ class RelayApp:
             # and this process also releases reservations of requests that never finished
             self.store.on_event = self.usage.push
             self.reaper = asyncio.ensure_future(self._reap_forever())
+        else:
+            self.store.on_lost = self.usage.push  # usage whose flush to Redis failed
 
     async def _reap_forever(self) -> None:
         while True:
@@ -91,8 +93,8 @@ class RelayApp:
         if self.reaper is not None:
             self.reaper.cancel()
             self.reaper = None
-        if self.finishing:
-            await asyncio.gather(*self.finishing, return_exceptions=True)
+        if self.store is not None and self.store.remote:
+            await self.store.aclose()  # unused leases back, finished requests flushed
         if self.usage is not None:
             await self.usage.close()
         if self.session is not None:
@@ -212,33 +214,16 @@ class RelayApp:
             raise
         finally:
             event = self.usage_event(ctx, record)
-            if plan is not None and plan.checks:
-                # which quota periods this request counts in, for the settled roll-up
-                event["quotas"] = [
-                    [c.quota_id, int(c.key.rsplit(":", 1)[1]), c.settle] for c in plan.checks if c.quota_id
-                ]
+            if plan is not None and plan.quotas:
+                event["quotas"] = plan.quotas  # the periods it counts in, for the settled roll-up
             if plan is None:
                 self.usage.push(event)
-            elif self.store.remote:
-                # off the response path: the client has its answer, and the connection's
-                # next request need not wait for this round trip (shutdown waits for it)
-                tokens = event["prompt_tokens"] + event["completion_tokens"]
-                future = self.store.finish_nowait(plan, tokens=tokens, cost=event["cost"], event=event)
-                self.finishing.add(future)
-                future.add_done_callback(functools.partial(self._finished, event))
             else:
+                # Redis: off the response path, in the worker's next flush (shutdown waits
+                # for it); in process: at once
                 tokens = event["prompt_tokens"] + event["completion_tokens"]
-                self.store.finish_sync(plan, tokens=tokens, cost=event["cost"], event=event)
-
-    def _finished(self, event: dict, future: asyncio.Future) -> None:
-        self.finishing.discard(future)
-        if future.cancelled() or future.exception() is not None:
-            # the usage must not be lost: queue it the other way; the reservation expires
-            logger.error(
-                "finishing a reservation failed; usage queued directly",
-                extra={"request": event["request_id"], "error": repr(future.exception())[:300]},
-            )
-            self.usage.push(event)
+                finish = self.store.finish if self.store.remote else self.store.finish_sync
+                finish(plan, tokens=tokens, cost=event["cost"], event=event)
 
     async def _until_done_or_gone(self, ctx: Context, task: asyncio.Task, record: UsageRecord) -> None:
         async def gone() -> None:

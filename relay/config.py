@@ -56,6 +56,7 @@ class KeyInfo:
     spent: int = 0  # the key's spending at load time
     quotas: tuple = ()  # QuotaSpec of the key's and the user's active quotas
     loaded_at: float = field(default_factory=time.monotonic)
+    limits_cache: tuple | None = field(default=None, repr=False, compare=False)  # relay.limits' own
 
     def refusal(self, now: float) -> tuple[int, str, str] | None:
         """(status, code, message) when this key may not be used now, else None."""

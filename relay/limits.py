@@ -95,25 +95,27 @@ def _period(period: str, reset_time, now: float) -> tuple[float, float]:
     return bounds
 
 
-def build_plan(
-    *, rid: str, key: KeyInfo, body: dict, request_type: str, price: Price | None, model_max: int | None
-) -> Plan:
-    now = time.time()
+_METRICS = {"requests": (1, "keep"), "tokens": (0, "tokens"), "cost": (0, "cost")}
+
+
+def _limits(key: KeyInfo, now: float) -> tuple:
+    """The key's counters in the current windows, worked out once per window and kept on
+    the key: (valid until, checks whose amount is always 1, specs of the checks whose
+    amount is the request's estimate of tokens or cost, and the usage event's quota list)."""
+    cached = key.limits_cache
+    if cached is not None and now < cached[0]:
+        return cached
     minute = int(now // 60)
-    minute_end = (minute + 1) * 60.0
-    prompt = estimate_prompt_tokens(body)
-    completion = estimate_completion_tokens(body, request_type, model_max)
-    est_tokens = prompt + completion
-    est_cost = token_cost(
-        price, prompt_tokens=prompt, completion_tokens=completion, multiplier=key.multiplier
-    )
-    checks: list[Check] = []
+    minute_end = valid_until = (minute + 1) * 60.0
+    fixed: list[Check] = []
+    estimated: list[tuple] = []
+    refs: list[list] = []
     if key.rpm_limit:
-        checks.append(
+        fixed.append(
             Check("rpm", f"gw:rpm:k:{key.id}:{minute}", 1, key.rpm_limit, 120, 0, minute_end, "keep")
         )
     if key.user_rpm_limit:
-        checks.append(
+        fixed.append(
             Check(
                 "user_rpm",
                 f"gw:rpm:u:{key.user_id}:{minute}",
@@ -126,38 +128,47 @@ def build_plan(
             )
         )
     if key.tpm_limit:
-        checks.append(
-            Check(
-                "tpm", f"gw:tpm:k:{key.id}:{minute}", est_tokens, key.tpm_limit, 120, 0, minute_end, "tokens"
-            )
+        estimated.append(
+            ("tpm", f"gw:tpm:k:{key.id}:{minute}", key.tpm_limit, 120, 0, minute_end, "tokens", None)
         )
+    for quota in key.quotas:
+        start_ts, end_ts = _period(quota.period, quota.reset_time, now)
+        if end_ts:
+            valid_until = min(valid_until, end_ts)
+        ttl = int(end_ts - now) + 3600 if end_ts else 0
+        seed = quota.used if quota.used_since == start_ts else 0
+        amount, settle = _METRICS[quota.metric]
+        counter = f"gw:q:{quota.id}:{int(start_ts)}"
+        refs.append([quota.id, int(start_ts), settle])
+        if settle == "keep":
+            fixed.append(
+                Check("quota", counter, amount, quota.limit, ttl, seed, end_ts, settle, quota_id=quota.id)
+            )
+        else:
+            estimated.append(("quota", counter, quota.limit, ttl, seed, end_ts, settle, quota.id))
+    cached = key.limits_cache = (valid_until, tuple(fixed), tuple(estimated), tuple(refs))
+    return cached
+
+
+def build_plan(
+    *, rid: str, key: KeyInfo, body: dict, request_type: str, price: Price | None, model_max: int | None
+) -> Plan:
+    now = time.time()
+    prompt = estimate_prompt_tokens(body)
+    completion = estimate_completion_tokens(body, request_type, model_max)
+    est_tokens = prompt + completion
+    est_cost = token_cost(
+        price, prompt_tokens=prompt, completion_tokens=completion, multiplier=key.multiplier
+    )
+    _, fixed, estimated, refs = _limits(key, now)
+    checks = list(fixed)
+    for kind, counter, limit, ttl, seed, reset_at, settle, quota_id in estimated:
+        amount = est_tokens if settle == "tokens" else est_cost
+        checks.append(Check(kind, counter, amount, limit, ttl, seed, reset_at, settle, quota_id))
     if key.concurrency_limit:
         checks.append(
             Check("concurrency", f"gw:conc:k:{key.id}", 1, key.concurrency_limit, 0, 0, now + 1, "release")
         )
-    if key.quotas:
-        for quota in key.quotas:
-            start_ts, end_ts = _period(quota.period, quota.reset_time, now)
-            ttl = int(end_ts - now) + 3600 if end_ts else 0
-            seed = quota.used if quota.used_since == start_ts else 0
-            amount, settle = {
-                "requests": (1, "keep"),
-                "tokens": (est_tokens, "tokens"),
-                "cost": (est_cost, "cost"),
-            }[quota.metric]
-            checks.append(
-                Check(
-                    "quota",
-                    f"gw:q:{quota.id}:{int(start_ts)}",
-                    amount,
-                    quota.limit,
-                    ttl,
-                    seed,
-                    end_ts,
-                    settle,
-                    quota_id=quota.id,
-                )
-            )
     return Plan(
         rid=rid,
         user_id=key.user_id,
@@ -171,6 +182,8 @@ def build_plan(
         key_budget=key.budget,
         key_spent=key.spent,
         expires_at=now + settings.RELAY_RESERVATION_TTL,
+        source=key,
+        quotas=refs,
     )
 
 
