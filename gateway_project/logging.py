@@ -1,16 +1,17 @@
 """JSON-lines logging with a request id carried in a context variable.
 
-The relay and Django both set the id (from ``X-Request-ID`` when the client sends a sane
-one, otherwise a new one) and echo it back in the ``X-Request-ID`` response header.
+Django takes the id from ``X-Request-ID`` when the client sends a sane one, otherwise it
+makes a new one; the relay always makes its own, since there the id is the request's
+billing key (settlement charges each id once). Both send it back in ``X-Request-ID``.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import time
-import uuid
 
 import orjson
 
@@ -21,7 +22,7 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 def new_request_id(incoming: str | None = None) -> str:
     if incoming and _VALID_ID.match(incoming):
         return incoming
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits, like uuid4().hex at a third of the cost
 
 
 class RequestIdFilter(logging.Filter):

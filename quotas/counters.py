@@ -1,6 +1,6 @@
 """The counter store: rate limits, concurrency, quotas and budget reservations.
 
-Every relay request makes two round trips here:
+Every relay request goes through two steps here:
 
 1. ``reserve``: one atomic step (a Lua script on Redis; a lock-protected function in
    process) that checks every limit of the request — key RPM/TPM/concurrency, user RPM,
@@ -10,6 +10,10 @@ Every relay request makes two round trips here:
    anywhere, so 200 concurrent requests against a 50-request quota give exactly 50.
 2. ``finish``: turns the reservation into the actual use (tokens, cost), releases the
    concurrency slot and queues the usage event, again in one atomic step.
+
+On Redis a busy key does not pay a round trip for each: a worker reserves a *lease* for
+many requests at once and flushes finished requests in batches (see ``Lease``; measured
+reasons in docs/decisions.md).
 
 Settlement (``billing.services``) later moves the charge from the store's ``held``
 amount into the database balance, and updates the store's mirror of that balance in

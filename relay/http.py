@@ -44,7 +44,6 @@ class Context:
             forwarded = headers.get(b"x-forwarded-for")
             if forwarded:
                 ip = forwarded.split(b",")[0].strip().decode("latin-1") or ip
-        rid = headers.get(b"x-request-id")
         return cls(
             scope=scope,
             receive=receive,
@@ -52,7 +51,9 @@ class Context:
             method=scope["method"],
             path=scope["path"],
             headers=headers,
-            request_id=new_request_id(rid.decode("latin-1") if rid else None),
+            # always our own: the id is the request's billing key (one charge per id), so a
+            # client's X-Request-ID must not choose it (a reused one would go unbilled)
+            request_id=new_request_id(),
             client_ip=ip,
         )
 

@@ -23,7 +23,7 @@ from billing.money import to_nanos
 from billing.pricing import Price, multiplier_ppm, token_cost
 from quotas.counters import Check, LocalCounterStore, Plan, get_store
 from tests import factories
-from tests.conftest import settle_usage, wait_usage
+from tests.conftest import _drain_usage, settle_usage, wait_usage
 
 PRICE = Price(
     id=None,
@@ -389,6 +389,27 @@ def test_usage_and_billing_routes(gateway, world, fake):
     bad = httpx.get(f"{gateway.url}/v1/usage?start_date=yesterday", headers=headers)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "start_date"
     assert httpx.get(f"{gateway.url}/v1/usage").status_code == 401
+
+
+def test_a_reused_client_request_id_is_still_charged_each_time(gateway, world, fake):
+    """The relay's request id is the billing key: a client that sends the same
+    X-Request-ID twice gets two ids, two usage logs and two charges."""
+    provider = world.provider(fake)
+    world.route(provider, "gpt-4o-mini")
+    user = world.user("same-id", balance=to_nanos("2"))
+    key = world.key(user)
+    headers = {"Authorization": f"Bearer {key}", "X-Request-ID": "my-fixed-id"}
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
+    ids = [httpx.post(f"{gateway.url}/v1/chat/completions", headers=headers, json=body) for _ in range(2)]
+    assert [r.status_code for r in ids] == [200, 200]
+    rids = [r.headers["x-request-id"] for r in ids]
+    assert "my-fixed-id" not in rids and len(set(rids)) == 2
+    logs = [wait_usage(rid) for rid in rids]
+    _drain_usage()
+    user.refresh_from_db()
+    assert all(log.cost == to_nanos("0.00002") for log in logs)  # 2 x $1 + 9 x $2 per 1M tokens
+    assert user.balance == to_nanos("2") - 2 * to_nanos("0.00002")
+    assert BillingRecord.objects.filter(user=user, kind="usage").count() == 2
 
 
 @pytest.mark.django_db
