@@ -210,6 +210,7 @@ for i = at + 1, at + 2 * n, 1000 do
 end
 at = at + 2 * n + 1
 local leases = tonumber(ARGV[at])
+local gone = {}
 at = at + 1
 for _ = 1, leases do
   local rec, lid, mode, record, expires = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
@@ -235,7 +236,9 @@ for _ = 1, leases do
     end
   else
     -- released already (its worker was presumed dead): what was used since the last
-    -- flush was taken back with the rest, so count it again, as a late finish
+    -- flush was taken back with the rest, so count it again, as a late finish; the
+    -- worker stops handing it out
+    gone[#gone + 1] = lid
     for i = 0, m - 1 do
       local key, use = ARGV[first + 3 * i], ARGV[first + 3 * i + 1]
       if use ~= '0' and redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, use) end
@@ -246,7 +249,7 @@ for _ = 1, leases do
     end
   end
 end
-return leases
+return gone
 """
 
 _RELEASE_EXPIRED = """
@@ -673,6 +676,12 @@ class RedisCounterStore:
     def _flushed(self, events: list[bytes], leases: list[Lease], future: asyncio.Future) -> None:
         self.flushing.discard(future)
         if not future.cancelled() and future.exception() is None:
+            gone = future.result()
+            if gone:  # released by the reaper: Redis no longer counts what is left of them
+                gone = {lid.decode() for lid in gone}
+                for lease in leases:
+                    if lease.lid in gone:
+                        self._retire(lease)
             return
         # Redis may or may not have applied it: keep the usage (settlement skips request
         # ids it has) and stop using these leases; the reaper takes back what they hold
@@ -701,16 +710,19 @@ class RedisCounterStore:
         """Whether finished requests still wait to reach Redis."""
         return bool(self.events or self.dirty or self.flushing)
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float = 10.0) -> None:
         """Shutdown: give every unused lease back and wait for the last flush."""
         self.release_idle(0.0)
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None
         if self.events or self.dirty:
-            self.pipeline.poke()
-        while self.busy():
+            self.pipeline.poke(soon=True)
+        deadline = time.monotonic() + timeout
+        while self.busy() and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
+        if self.busy():
+            logger.error("shutdown: finished requests not flushed to Redis in time; the reaper releases")
 
     # --- the rest --------------------------------------------------------------------
 
