@@ -367,7 +367,7 @@ class Lease:
     __slots__ = (
         "lid", "user_id", "key_id", "ukey", "kkey", "source", "settle", "granted", "avail",
         "used", "money_granted", "money", "money_used", "inflight", "single", "retired",
-        "closing", "lost", "last_used",
+        "closing", "lost", "last_used", "fresh_until",
     )  # fmt: skip
 
     def __init__(self, plan: Plan, k: int) -> None:
@@ -385,9 +385,14 @@ class Lease:
         self.single = k == 1  # a plain reservation: closed when its request finishes
         self.retired = self.closing = self.lost = False
         self.last_used = time.monotonic()
+        # new requests take from it only while its Redis record is surely not expired: the
+        # reaper releases a record TTL after its last renewal; each flush renews it
+        self.fresh_until = self.last_used + (plan.expires_at - time.time()) / 2
 
     def take(self, plan: Plan) -> bool:
         if self.retired or plan.source is not self.source or self.money < plan.est_cost:
+            return False
+        if time.monotonic() > self.fresh_until:
             return False
         avail = self.avail
         for check in plan.checks:
@@ -474,6 +479,7 @@ class _AutoPipeline:
         self.pending: list = []
         self.flush_scheduled = False
         self.timer = None
+        self.connecting: asyncio.Future | None = None
 
     def call(self, script: Script, keys: list, args: list) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -505,26 +511,32 @@ class _AutoPipeline:
             # nothing, since an idle connection has nothing in flight)
             self.client.protocol.on_drain = self._flush
             return
+        if not self.client.ready:
+            # (re)connect first; batches wait for it, so they reach Redis in order
+            if self.connecting is None:
+                self.connecting = asyncio.ensure_future(self._connect())
+            return
         # the flush first: leases it closes free capacity for the reservations behind it
         batch = self.collect()
         if self.pending:
             batch += self.pending
             self.pending = []
-        if not batch:
-            return
-        if self.client.ready:
+        if batch:
             self.client.send(batch)
-        else:
-            asyncio.ensure_future(self._connect_and_send(batch))
 
-    async def _connect_and_send(self, batch: list) -> None:
+    async def _connect(self) -> None:
         try:
             await self.client.connect()
-            self.client.send(batch)
-        except Exception as exc:  # no connection: every caller gets the error
+        except Exception as exc:  # no connection: every caller waiting gets the error
+            batch = self.collect() + self.pending
+            self.pending = []
             for future, *_ in batch:
                 if not future.done():
                     future.set_exception(exc)
+        finally:
+            self.connecting = None
+        if self.client.ready:
+            self._flush()
 
 
 class RedisCounterStore:
@@ -557,8 +569,8 @@ class RedisCounterStore:
         self.open: set[Lease] = set()  # every lease Redis still holds for this worker
         self.shared: dict[int, bool] = {}  # key id -> whether its last grant was for several requests
         self.granting: dict[int, asyncio.Future] = {}  # key id -> the lease being asked for
-        self.events: list[bytes] = []  # usage events of finished requests, for the next flush
-        self.pending: list = []  # request id, "user:key:cost", ... for the next flush
+        # finished requests for the next flush: (lease, usage event, request id, pending charge)
+        self.events: list[tuple[Lease, bytes, str, str | None]] = []
         self.dirty: dict[Lease, None] = {}  # leases whose state the next flush writes
         self.flushing: set[asyncio.Future] = set()
         self.on_lost = None  # takes usage events whose flush failed (the relay's usage queue)
@@ -613,9 +625,8 @@ class RedisCounterStore:
             self._lost([event])
             return
         lease.give_back(plan, tokens, cost)
-        self.events.append(orjson.dumps(event))
-        if cost:
-            self.pending += (plan.rid, f"{plan.user_id}:{plan.key_id}:{cost}")
+        charge = f"{plan.user_id}:{plan.key_id}:{cost}" if cost else None
+        self.events.append((lease, orjson.dumps(event), plan.rid, charge))
         self.dirty[lease] = None
         if lease.inflight == 0 and (lease.single or lease.retired):
             # what it gives back (a concurrency slot, unused tokens) may be wanted at once,
@@ -658,14 +669,17 @@ class RedisCounterStore:
     def _collect(self) -> list:
         if not (self.events or self.dirty):
             return []
-        events, self.events = self.events, []
-        pending, self.pending = self.pending, []
+        finished, self.events = self.events, []
+        events = [payload for _, payload, _, _ in finished]
+        pending = [part for _, _, rid, charge in finished if charge for part in (rid, charge)]
         leases = list(self.dirty)
         self.dirty = {}
         args: list = [len(events), *events, len(pending) // 2, *pending, len(leases)]
         expires = time.time() + self.ttl
+        fresh_until = time.monotonic() + self.ttl / 2
         for lease in leases:
             args += lease.sync_args(expires)
+            lease.fresh_until = fresh_until
             if lease.closing:
                 self.open.discard(lease)
         future = asyncio.get_running_loop().create_future()
@@ -695,8 +709,15 @@ class RedisCounterStore:
         for lease in leases:
             lease.lost = True
             self.open.discard(lease)
+            self.dirty.pop(lease, None)
             if self.leases.get(lease.key_id) is lease:
                 del self.leases[lease.key_id]
+        # requests of these leases that finished meanwhile must not reach Redis either: the
+        # leases' records there may be stale, so their charges would not match them
+        later = [entry for entry in self.events if entry[0].lost]
+        if later:
+            self.events = [entry for entry in self.events if not entry[0].lost]
+            events = events + [payload for _, payload, _, _ in later]
         self._lost([orjson.loads(event) for event in events])
 
     def _lost(self, events: list[dict]) -> None:

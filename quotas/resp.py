@@ -72,14 +72,15 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
-        if self.on_drain is not None:
-            callback, self.on_drain = self.on_drain, None
-            asyncio.get_running_loop().call_soon(callback)
+        # fail the callers first, so their callbacks run before the next batch is sent
         error = ConnectionError(f"redis connection lost: {exc}" if exc else "redis connection closed")
         while self.waiters:
             future = self.waiters.popleft()[0]
             if not future.done():
                 future.set_exception(error)
+        if self.on_drain is not None:
+            callback, self.on_drain = self.on_drain, None
+            asyncio.get_running_loop().call_soon(callback)
 
 
 class RespClient:
