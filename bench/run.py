@@ -47,7 +47,10 @@ RESULTS_DIR = BENCH_DIR / "results"
 POST_LUA = BENCH_DIR / "post.lua"
 LITELLM_VENV = BENCH_DIR / ".litellm-venv"
 
-TARGETS = ("direct", "passthrough", "gateway", "litellm")
+TARGETS = ("direct", "passthrough", "relay", "gateway", "litellm")
+# "relay": the gateway at this commit, the relay alone before rate limits, quotas and
+# reservations existed (issue 4's reference figure), run from a git worktree
+RELAY_REF = "afe0425"
 ENDPOINT = "/v1/chat/completions"
 MODEL = "gpt-4o-mini"
 REQUEST_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}]}
@@ -64,6 +67,7 @@ GOAL_GATEWAY_RPS = 3000.0
 GOAL_GATEWAY_OVER_PASSTHROUGH = 0.25
 GOAL_P50_OVERHEAD_MS = 0.6
 GOAL_STREAM_RSS_MB = 250.0
+GOAL_GATEWAY_OVER_RELAY = 0.9  # limits, quotas and reservations cost at most 10 %
 
 
 class BenchError(Exception):
@@ -499,10 +503,13 @@ def start_gateway(
     workers: int,
     name: str = "gateway",
     limits: bool = True,
+    code: Path = REPO_ROOT,
+    target: str = "gateway",
 ) -> Target:
-    """migrate + bootstrap + gunicorn, in a fresh temp dir and database."""
-    if not (REPO_ROOT / "manage.py").exists():
-        raise BenchError(f"{REPO_ROOT / 'manage.py'} not found")
+    """migrate + bootstrap + gunicorn, in a fresh temp dir and database, running the code
+    in ``code`` (this checkout, or a worktree of another commit)."""
+    if not (code / "manage.py").exists():
+        raise BenchError(f"{code / 'manage.py'} not found")
     gunicorn = venv_bin("gunicorn")
     if not gunicorn:
         raise BenchError("gunicorn is not installed in the venv")
@@ -528,7 +535,7 @@ def start_gateway(
             result = subprocess.run(
                 cmd,
                 check=False,
-                cwd=REPO_ROOT,
+                cwd=code,
                 env=env,
                 capture_output=True,
                 text=True,
@@ -571,14 +578,36 @@ def start_gateway(
         "warning",
     ]
     log_path = root / "gunicorn.log"
-    proc = procs.start(name, argv, log_path=log_path, cwd=REPO_ROOT, env=env)
+    proc = procs.start(name, argv, log_path=log_path, cwd=code, env=env)
     base = f"http://127.0.0.1:{port}"
     wait_ready(name, base + "/health", proc, log_path, timeout=60)
     log(
         f"{name} (gunicorn, {workers} UvicornWorkers, "
         f"{'redis' if redis_url else 'no redis'}) on {base} -> {upstream_v1}"
     )
-    return Target("gateway", base + ENDPOINT, f"Bearer {key}", proc, proc.pid)
+    return Target(target, base + ENDPOINT, f"Bearer {key}", proc, proc.pid)
+
+
+def relay_worktree(tmp: Path, ref: str) -> Path:
+    """A detached git worktree of ``ref`` under ``tmp`` (removed again by ``drop_worktree``)."""
+    path = tmp / "relay-code"
+    result = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(path), ref],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"git worktree add {ref} failed: {one_line(result.stderr)}")
+    return path
+
+
+def drop_worktree(path: Path) -> None:
+    subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(path)],
+        capture_output=True,
+        check=False,
+    )
 
 
 def start_litellm(procs: Procs, tmp: Path, upstream: str, workers: int) -> Target:
@@ -933,6 +962,7 @@ def derive(results: list[WrkResult], duration: int) -> dict:
     derived: dict = {"wrk_duration_s": duration} if results else {}
     gw32, pt32 = find(results, "gateway", 32), find(results, "passthrough", 32)
     gw1, pt1 = find(results, "gateway", 1), find(results, "passthrough", 1)
+    rl32 = find(results, "relay", 32)
     d1 = find(results, "direct", 1)
     ll32, ll1 = find(results, "litellm", 32), find(results, "litellm", 1)
 
@@ -947,6 +977,8 @@ def derive(results: list[WrkResult], duration: int) -> dict:
         return None
 
     derived["gateway_over_passthrough_rps_c32"] = ratio(gw32, pt32)
+    if rl32:
+        derived["gateway_over_relay_rps_c32"] = ratio(gw32, rl32)
     derived["gateway_over_passthrough_rps_c1"] = ratio(gw1, pt1)
     derived["gateway_minus_direct_p50_ms_c1"] = p50_minus(gw1, d1)
     derived["passthrough_minus_direct_p50_ms_c1"] = p50_minus(pt1, d1)
@@ -991,6 +1023,13 @@ def goals(derived: dict, results: list[WrkResult], stream: dict | None) -> dict[
             "direct@c1",
         ),
     }
+    relay = derived.get("gateway_over_relay_rps_c32")
+    out[f"gateway_over_relay_rps_c32>={GOAL_GATEWAY_OVER_RELAY}"] = verdict(
+        relay,
+        relay is not None and relay >= GOAL_GATEWAY_OVER_RELAY,
+        "gateway@c32",
+        "relay@c32",
+    )
     rss = stream.get("max_worker_rss_mb") if stream else None
     rss_goal = f"stream_max_worker_rss_mb<={GOAL_STREAM_RSS_MB:.0f}"
     if stream is None or rss is None:
@@ -1044,6 +1083,11 @@ def print_report(
         print(
             f"passthrough p50 - direct p50 (1 conn):   "
             f"{fmt(derived.get('passthrough_minus_direct_p50_ms_c1'), ' ms')}  (reference)"
+        )
+        print(
+            f"gateway rps / relay rps (32 conns):      "
+            f"{fmt(derived.get('gateway_over_relay_rps_c32'))}  "
+            f"(goal >= {GOAL_GATEWAY_OVER_RELAY}; relay = {RELAY_REF}, no limits)"
         )
         if "gateway_over_litellm_rps_c32" in derived:
             ratio = fmt(derived.get("gateway_over_litellm_rps_c32"))
@@ -1130,6 +1174,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="bench the gateway's key without rate limits and quotas (the balance is still reserved)",
     )
+    parser.add_argument(
+        "--relay-ref",
+        default=RELAY_REF,
+        help=f"commit benched as the 'relay' target (default {RELAY_REF}: the relay before limits)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print wrk's output")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -1196,6 +1245,19 @@ def main(argv: list[str] | None = None) -> int:
                             args.workers,
                             limits=not args.no_limits,
                         )
+                    elif name == "relay":
+                        worktree = relay_worktree(tmp, args.relay_ref)
+                        target = start_gateway(
+                            procs,
+                            tmp,
+                            upstream + "/v1",
+                            gateway_redis(2),
+                            args.workers,
+                            name="relay",
+                            limits=False,
+                            code=worktree,
+                            target="relay",
+                        )
                     else:
                         target = start_litellm(procs, tmp, upstream, args.workers)
                     results.extend(measure(wrk, target, args.duration, args.verbose))
@@ -1248,6 +1310,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         procs.stop_all()
+        if (tmp / "relay-code").exists():
+            drop_worktree(tmp / "relay-code")
         if args.keep_tmp:
             log(f"kept {tmp}")
         else:
@@ -1262,6 +1326,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {
         "machine": machine_info(),
         "gateway_limits": not args.no_limits,
+        "relay_ref": args.relay_ref if "relay" in targets else None,
         "runs": [r.as_json() for r in results],
         "derived": derived,
     }

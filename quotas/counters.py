@@ -194,9 +194,9 @@ return {'ok', k}
 # state of every lease that changed. ARGV: number of events, the events; number of
 # pending charges, (request id, "user:key:cost") pairs; number of leases, then per lease:
 # record key, lease id, "u" (update) or "c" (close), the record's new JSON, expiry, user
-# hash, key hash, money consumed since the last flush, the (signed) change of held money on
-# close, number of counters, then per counter: its key, use since the last flush, the
-# (signed) change on close.
+# hash, key hash, money consumed since the last flush, the (signed) change of held money
+# (what the lease gives back now), number of counters, then per counter: its key, use since
+# the last flush, the (signed) change it gives back now.
 _SYNC = """
 local at = 1
 local n = tonumber(ARGV[at])
@@ -219,15 +219,15 @@ for _ = 1, leases do
   local first = at + 10
   at = first + 3 * m
   if redis.call('EXISTS', rec) == 1 then
+    for i = 0, m - 1 do
+      local key, give = ARGV[first + 3 * i], ARGV[first + 3 * i + 2]
+      if give ~= '0' and redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, give) end
+    end
+    if back ~= '0' then
+      redis.call('HINCRBY', ukey, 'held', back)
+      redis.call('HINCRBY', kkey, 'held', back)
+    end
     if mode == 'c' then
-      for i = 0, m - 1 do
-        local key, give = ARGV[first + 3 * i], ARGV[first + 3 * i + 2]
-        if give ~= '0' and redis.call('EXISTS', key) == 1 then redis.call('INCRBY', key, give) end
-      end
-      if back ~= '0' then
-        redis.call('HINCRBY', ukey, 'held', back)
-        redis.call('HINCRBY', kkey, 'held', back)
-      end
       redis.call('DEL', rec)
       redis.call('ZREM', KEYS[3], lid)
     else
@@ -433,8 +433,23 @@ class Lease:
         return orjson.dumps({"c": undo, "u": self.ukey, "k": self.kkey, "h": str(-self.money_granted)})
 
     def sync_args(self, expires: float) -> list:
-        """This lease's part of a flush; resets the use counted since the last one."""
+        """This lease's part of a flush: what it gives back now (everything when it
+        closes; what no request in flight holds once it is retired, so a long stream does
+        not keep the rest reserved) and what Redis should know of it; resets the use
+        counted since the last flush."""
         close = self.closing
+        if close:
+            give, money_back = self.granted, self.money_granted
+        elif self.retired:
+            give = {key: left for key, left in self.avail.items() if left}
+            money_back = self.money
+            for key, left in give.items():
+                self.granted[key] -= left
+                self.avail[key] = 0
+            self.money_granted -= money_back
+            self.money = 0
+        else:
+            give, money_back = {}, 0
         args = [
             reservation_key(self.lid),
             self.lid,
@@ -444,12 +459,12 @@ class Lease:
             self.ukey,
             self.kkey,
             self.money_used,
-            -self.money_granted if close else 0,
+            -money_back,
         ]
         counters = [
-            (key, self.used[key], -granted if close else 0)
-            for key, granted in self.granted.items()
-            if self.used[key] or (close and granted)
+            (key, self.used[key], -give.get(key, 0))
+            for key in self.granted
+            if self.used[key] or give.get(key)
         ]
         args.append(len(counters))
         for counter in counters:
@@ -491,13 +506,13 @@ class _AutoPipeline:
         return future
 
     def poke(self, *, soon: bool = False) -> None:
-        if self.flush_scheduled:
-            return
+        if self.flush_scheduled or (self.timer is not None and not soon):
+            return  # a flush is coming anyway (the usual case under load: called per request)
         loop = asyncio.get_running_loop()
         if soon:
             self.flush_scheduled = True
             loop.call_soon(self._flush)
-        elif self.timer is None:
+        else:
             self.timer = loop.call_later(self.DEFER, self._flush)
 
     def _flush(self) -> None:
@@ -629,22 +644,22 @@ class RedisCounterStore:
         self.events.append((lease, orjson.dumps(event), plan.rid, charge))
         self.dirty[lease] = None
         if lease.inflight == 0 and (lease.single or lease.retired):
-            # what it gives back (a concurrency slot, unused tokens) may be wanted at once,
-            # by this very client's next request: flush now rather than within DEFER
             lease.closing = True
-            self.pipeline.poke(soon=True)
-        else:
-            self.pipeline.poke()
+        # a single reservation gives back what may be wanted at once (a concurrency slot of
+        # a tight limit, by this very client's next request): flush now, not within DEFER
+        self.pipeline.poke(soon=lease.closing and lease.single)
 
     def _retire(self, lease: Lease) -> None:
         """No new request takes from ``lease``; it closes when its last request finishes."""
         lease.retired = True
         if self.leases.get(lease.key_id) is lease:
             del self.leases[lease.key_id]
-        if lease.inflight == 0 and not lease.closing and not lease.lost:
+        if lease.closing or lease.lost:
+            return
+        if lease.inflight == 0:
             lease.closing = True
-            self.dirty[lease] = None
-            self.pipeline.poke(soon=True)
+        self.dirty[lease] = None  # closes it, or gives back what its requests in flight do not hold
+        self.pipeline.poke()
 
     def _sweep_later(self) -> None:
         if self.sweeper is None:

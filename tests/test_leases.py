@@ -610,7 +610,12 @@ def test_a_new_source_never_takes_from_the_old_lease():
         assert sorted(r.zrange(RESERVATIONS_KEY, 0, -1)) == [b"n0", b"s0"]  # s2 still runs on the old one
         for plan in news[1:]:
             assert await store.reserve(plan) is None and plan.lease is new_lease
-        assert old_lease.avail == avail and old_lease.inflight == 1
+        # nobody takes from the old lease again, and what its request in flight does not
+        # hold went back to Redis with the new grant: only s2's reservation is left
+        assert old_lease.inflight == 1 and set(old_lease.avail.values()) == {0} and old_lease.money == 0
+        held_by_s2 = {c.key: c.amount for c in olds[2].checks}
+        assert old_lease.granted == {key: held_by_s2[key] for key in avail}
+        assert old_lease.money_granted == olds[2].est_cost
         uses["s2"] = _use(3)
         _finish(store, olds[2], *uses["s2"])  # its last request: the old lease closes
         await _flushed(store)
@@ -674,7 +679,9 @@ def test_leases_through_the_gateway(gateway, world, fake):
     try:
         responses = [call(0)]
         assert responses[0].status_code == 200
-        assert rpm() == min(settings.RELAY_LEASE_SIZE, 64)  # the first request took a whole lease
+        # the first request took a whole lease: RELAY_LEASE_SIZE requests, or 1/32 of the
+        # tightest headroom (the concurrency limit: 10,000 / 32 = 312)
+        assert rpm() == min(settings.RELAY_LEASE_SIZE, 10_000 // 32)
         responses += [call(i) for i in range(19)]
         with ThreadPoolExecutor(8) as pool:
             responses += list(pool.map(call, range(40)))
