@@ -605,13 +605,22 @@ class RedisCounterStore:
             granting = self.granting.get(key_id)
             if granting is None:
                 break
-            await granting  # one request asks for the key's next lease; the others wait for it
+            # one request asks for the key's next lease; the others wait for it (shielded:
+            # a waiter that is cancelled must not cancel it for everyone)
+            await asyncio.shield(granting)
         shared = self.shared.get(key_id, True)
         if shared:
             granting = self.granting[key_id] = asyncio.get_running_loop().create_future()
         try:
             keys, args = _reserve_args(plan, self.lease_size)
-            result = await self.pipeline.call(self._reserve, keys, args)
+            reply = self.pipeline.call(self._reserve, keys, args)
+            try:
+                result = await asyncio.shield(reply)
+            except asyncio.CancelledError:
+                # the request is gone, but Redis may grant the lease all the same: give it
+                # back as soon as the answer is in, rather than when the reaper finds it
+                reply.add_done_callback(functools.partial(self._abandoned, plan))
+                raise
         finally:
             if shared:
                 del self.granting[key_id]
@@ -619,9 +628,14 @@ class RedisCounterStore:
         refusal = _refusal(plan, result)
         if refusal is not None:
             return refusal
-        lease = Lease(plan, int(result[1]))
+        lease = self._granted(plan, result)
         lease.take(plan)  # it was sized for this request: always fits
         plan.lease = lease
+        return None
+
+    def _granted(self, plan: Plan, result) -> Lease:
+        key_id = plan.key_id
+        lease = Lease(plan, int(result[1]))
         self.open.add(lease)
         self.shared[key_id] = not lease.single
         if not lease.single:
@@ -630,7 +644,14 @@ class RedisCounterStore:
                 self._retire(old)
             self.leases[key_id] = lease
             self._sweep_later()
-        return None
+        return lease
+
+    def _abandoned(self, plan: Plan, reply: asyncio.Future) -> None:
+        if reply.cancelled() or reply.exception() is not None or _refusal(plan, reply.result()):
+            return
+        lease = Lease(plan, int(reply.result()[1]))
+        self.open.add(lease)
+        self._retire(lease)  # nothing was taken from it: it closes with the next flush
 
     def finish(self, plan: Plan, *, tokens: int, cost: int, event: dict) -> None:
         """Give back what the request did not use and queue its usage event (and pending

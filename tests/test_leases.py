@@ -709,3 +709,36 @@ def test_leases_through_the_gateway(gateway, world, fake):
         assert r.zcard(RESERVATIONS_KEY) == 0
     finally:
         r.close()
+
+
+# --- cancelled requests ------------------------------------------------------------------------
+
+
+def test_a_request_cancelled_while_its_lease_is_granted_gives_it_back():
+    """A request task cancelled while Redis grants its lease (the client is gone, the
+    worker shuts down): the grant is given back when the answer arrives, not 15 minutes
+    later by the reaper; requests waiting for that grant carry on."""
+
+    async def scenario(make, r):
+        store = make(lease_size=64)
+        source = object()
+        plans = [_plan(f"c{i}", source) for i in range(4)]
+        tasks = [asyncio.ensure_future(store.reserve(plan)) for plan in plans]
+        await asyncio.sleep(0)  # c0 asks Redis; c1..c3 wait for its grant
+        tasks[0].cancel()
+        tasks[1].cancel()  # a waiter cancelled too: the others must not notice
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert [type(x) for x in results[:2]] == [asyncio.CancelledError] * 2
+        assert results[2:] == [None, None]
+        done = plans[2:] + [_plan(f"d{i}", source) for i in range(2)]
+        for plan in done[2:]:
+            assert await store.reserve(plan) is None
+        for plan in done:
+            _finish(store, plan, EST_TOKENS, EST_COST)
+        await store.aclose()
+        # c0's grant went back: Redis counts exactly the four requests that ran
+        assert _int(r, RPM) == _int(r, QREQ) == 4
+        assert _int(r, CONC) == 0 and r.zcard(RESERVATIONS_KEY) == 0
+        assert _held(r, UKEY) == _held(r, KKEY) == 4 * EST_COST
+
+    _run(scenario)
