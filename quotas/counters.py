@@ -449,7 +449,15 @@ class Lease:
             self.money_granted -= money_back
             self.money = 0
         else:
-            give, money_back = {}, 0
+            # use above the estimate (avail below zero) is reserved in Redis at once, so
+            # other workers see it now rather than when this lease retires
+            give = {key: left for key, left in self.avail.items() if left < 0}
+            money_back = min(self.money, 0)
+            for key, left in give.items():
+                self.granted[key] -= left
+                self.avail[key] = 0
+            self.money_granted -= money_back
+            self.money -= money_back
         args = [
             reservation_key(self.lid),
             self.lid,
@@ -542,7 +550,7 @@ class _AutoPipeline:
     async def _connect(self) -> None:
         try:
             await self.client.connect()
-        except Exception as exc:  # no connection: every caller waiting gets the error
+        except BaseException as exc:  # no connection: every caller waiting gets the error
             batch = self.collect() + self.pending
             self.pending = []
             for future, *_ in batch:
@@ -577,7 +585,8 @@ class RedisCounterStore:
         self._sync = Script(_SYNC)
         self._release = self.sync.register_script(_RELEASE_EXPIRED)
         self._settled = self.sync.register_script(_SETTLED)
-        self.pipeline = _AutoPipeline(RespClient(url), self._collect)
+        # loaded on every (re)connect, so a NOSCRIPT retry cannot reorder a batch
+        self.pipeline = _AutoPipeline(RespClient(url, scripts=(self._reserve, self._sync)), self._collect)
         self.lease_size = settings.RELAY_LEASE_SIZE if lease_size is None else lease_size
         self.ttl = settings.RELAY_RESERVATION_TTL
         self.leases: dict[int, Lease] = {}  # key id -> the lease its new requests take from
@@ -611,6 +620,7 @@ class RedisCounterStore:
         shared = self.shared.get(key_id, True)
         if shared:
             granting = self.granting[key_id] = asyncio.get_running_loop().create_future()
+        failure = None
         try:
             keys, args = _reserve_args(plan, self.lease_size)
             reply = self.pipeline.call(self._reserve, keys, args)
@@ -621,12 +631,22 @@ class RedisCounterStore:
                 # back as soon as the answer is in, rather than when the reaper finds it
                 reply.add_done_callback(functools.partial(self._abandoned, plan))
                 raise
+            except Exception as exc:
+                failure = exc
+                raise
         finally:
             if shared:
                 del self.granting[key_id]
-                granting.set_result(None)
+                if failure is None:
+                    granting.set_result(None)
+                else:  # Redis failed: the waiters fail with it now, not one timeout after another
+                    granting.set_exception(failure)
+                    granting.exception()  # (retrieved: no warning when nobody waited)
         refusal = _refusal(plan, result)
         if refusal is not None:
+            # at a limit: the key's next requests ask Redis each, in one batch, rather than
+            # one after another behind a grant that is not coming
+            self.shared[key_id] = False
             return refusal
         lease = self._granted(plan, result)
         lease.take(plan)  # it was sized for this request: always fits
@@ -672,13 +692,15 @@ class RedisCounterStore:
 
     def _retire(self, lease: Lease) -> None:
         """No new request takes from ``lease``; it closes when its last request finishes."""
-        lease.retired = True
         if self.leases.get(lease.key_id) is lease:
             del self.leases[lease.key_id]
         if lease.closing or lease.lost:
             return
+        again, lease.retired = lease.retired, True
         if lease.inflight == 0:
             lease.closing = True
+        elif again:
+            return  # it gave back what it could; its requests' finishes flush the rest
         self.dirty[lease] = None  # closes it, or gives back what its requests in flight do not hold
         self.pipeline.poke()
 
@@ -712,26 +734,27 @@ class RedisCounterStore:
         self.dirty = {}
         args: list = [len(events), *events, len(pending) // 2, *pending, len(leases)]
         expires = time.time() + self.ttl
-        fresh_until = time.monotonic() + self.ttl / 2
+        fresh_until = time.monotonic() + self.ttl / 2  # once Redis confirms the renewal
         for lease in leases:
             args += lease.sync_args(expires)
-            lease.fresh_until = fresh_until
             if lease.closing:
                 self.open.discard(lease)
         future = asyncio.get_running_loop().create_future()
         self.flushing.add(future)
-        future.add_done_callback(functools.partial(self._flushed, events, leases))
+        future.add_done_callback(functools.partial(self._flushed, events, leases, fresh_until))
         return [(future, self._sync, [USAGE_KEY, PENDING_KEY, RESERVATIONS_KEY], args)]
 
-    def _flushed(self, events: list[bytes], leases: list[Lease], future: asyncio.Future) -> None:
+    def _flushed(
+        self, events: list[bytes], leases: list[Lease], fresh_until: float, future: asyncio.Future
+    ) -> None:
         self.flushing.discard(future)
         if not future.cancelled() and future.exception() is None:
-            gone = future.result()
-            if gone:  # released by the reaper: Redis no longer counts what is left of them
-                gone = {lid.decode() for lid in gone}
-                for lease in leases:
-                    if lease.lid in gone:
-                        self._retire(lease)
+            gone = {lid.decode() for lid in future.result() or ()}
+            for lease in leases:
+                if lease.lid in gone:  # released by the reaper: Redis no longer counts its rest
+                    self._retire(lease)
+                else:
+                    lease.fresh_until = max(lease.fresh_until, fresh_until)
             return
         # Redis may or may not have applied it: keep the usage (settlement skips request
         # ids it has) and stop using these leases; the reaper takes back what they hold
@@ -768,8 +791,10 @@ class RedisCounterStore:
         return bool(self.events or self.dirty or self.flushing)
 
     async def aclose(self, timeout: float = 10.0) -> None:
-        """Shutdown: give every unused lease back and wait for the last flush."""
-        self.release_idle(0.0)
+        """Shutdown: give every lease back (what requests in flight hold follows with their
+        finish) and wait for the last flush."""
+        for lease in list(self.leases.values()):
+            self._retire(lease)
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None

@@ -83,9 +83,16 @@ class _Protocol(asyncio.Protocol):
             asyncio.get_running_loop().call_soon(callback)
 
 
+# seconds: a batch unanswered this long drops the connection (a stalled Redis or a half-open
+# TCP connection), so requests get an error instead of waiting forever; Redis answers the
+# relay's batches in well under a millisecond
+REPLY_TIMEOUT = 3.0
+
+
 class RespClient:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, scripts: tuple = ()) -> None:
         self.url = url
+        self.scripts = scripts  # loaded on connect
         self.protocol: _Protocol | None = None
         self.connecting: asyncio.Lock | None = None
 
@@ -120,19 +127,34 @@ class RespClient:
         db = (parsed.path or "/").strip("/") or "0"
         if db != "0":
             setup.append(("SELECT", db))
+        setup += [("SCRIPT", "LOAD", script.source) for script in self.scripts]
         if setup:
             futures = [loop.create_future() for _ in setup]
             protocol.write(setup, [(future, None, (), ()) for future in futures])
-            for future in futures:
-                await future  # raises RespError on a wrong password or database
+            try:
+                for future in futures:
+                    await asyncio.wait_for(future, REPLY_TIMEOUT)  # RespError: wrong password or db
+            except BaseException:
+                protocol.transport.abort()
+                raise
         return protocol
 
     def send(self, calls: list[tuple]) -> None:
         """Write ``(future, script, keys, args)`` calls as EVALSHA commands, now. The
-        connection must be ready (``connect``)."""
-        self.protocol.write(
+        connection must be ready (``connect``). If the batch's last reply is not in
+        within ``REPLY_TIMEOUT``, the connection is dropped: every caller gets an error."""
+        protocol = self.protocol
+        protocol.write(
             [("EVALSHA", script.sha, len(keys), *keys, *args) for _, script, keys, args in calls], calls
         )
+        last = calls[-1][0]
+        timer = asyncio.get_running_loop().call_later(REPLY_TIMEOUT, self._overdue, protocol, last)
+        last.add_done_callback(lambda _: timer.cancel())
+
+    @staticmethod
+    def _overdue(protocol: _Protocol, last: asyncio.Future) -> None:
+        if not last.done() and protocol.transport is not None:
+            protocol.transport.abort()  # connection_lost fails every waiter
 
     def close(self) -> None:
         if self.protocol is not None and self.protocol.transport is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -186,7 +187,7 @@ class RelayApp:
         try:
             raw = await ctx.read_body()
             call, routes = await prepare(ctx, raw, record)
-            plan = build_plan(
+            wanted = build_plan(
                 rid=ctx.request_id,
                 key=ctx.key,
                 body=call.body,
@@ -194,10 +195,10 @@ class RelayApp:
                 price=record.price,
                 model_max=call.model_max,
             )
-            refusal = await self.store.reserve(plan)
+            refusal = await self.store.reserve(wanted)
             if refusal is not None:
-                plan = None
                 raise refusal_error(refusal, ctx.key)
+            plan = wanted  # reserved: from here on, the finish settles it
             if call.stream:
                 # streams watch for the client leaving, to cancel the upstream at once
                 task = asyncio.ensure_future(self.forwarder.forward(ctx, call, routes, record))
@@ -211,6 +212,10 @@ class RelayApp:
         except ClientGone:
             record.client_disconnected = True
             record.status_code = 499
+            raise
+        except Exception as exc:  # answered by __call__ with a 500: the usage log says so too
+            record.status_code = 500
+            record.error = f"gateway error: {type(exc).__name__}"
             raise
         finally:
             event = self.usage_event(ctx, record)
@@ -236,8 +241,12 @@ class RelayApp:
         try:
             done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            # this request is being cancelled (shutdown): stop the stream, but let the
+            # forwarder record what was produced before the usage event is built
             task.cancel()
             watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task})
             raise
         if task in done:
             watcher.cancel()
