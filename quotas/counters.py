@@ -590,7 +590,6 @@ class RedisCounterStore:
         self.lease_size = settings.RELAY_LEASE_SIZE if lease_size is None else lease_size
         self.ttl = settings.RELAY_RESERVATION_TTL
         self.leases: dict[int, Lease] = {}  # key id -> the lease its new requests take from
-        self.open: set[Lease] = set()  # every lease Redis still holds for this worker
         self.shared: dict[int, bool] = {}  # key id -> whether its last grant was for several requests
         self.granting: dict[int, asyncio.Future] = {}  # key id -> the lease being asked for
         # finished requests for the next flush: (lease, usage event, request id, pending charge)
@@ -656,7 +655,6 @@ class RedisCounterStore:
     def _granted(self, plan: Plan, result) -> Lease:
         key_id = plan.key_id
         lease = Lease(plan, int(result[1]))
-        self.open.add(lease)
         self.shared[key_id] = not lease.single
         if not lease.single:
             old = self.leases.get(key_id)
@@ -670,7 +668,6 @@ class RedisCounterStore:
         if reply.cancelled() or reply.exception() is not None or _refusal(plan, reply.result()):
             return
         lease = Lease(plan, int(reply.result()[1]))
-        self.open.add(lease)
         self._retire(lease)  # nothing was taken from it: it closes with the next flush
 
     def finish(self, plan: Plan, *, tokens: int, cost: int, event: dict) -> None:
@@ -737,8 +734,6 @@ class RedisCounterStore:
         fresh_until = time.monotonic() + self.ttl / 2  # once Redis confirms the renewal
         for lease in leases:
             args += lease.sync_args(expires)
-            if lease.closing:
-                self.open.discard(lease)
         future = asyncio.get_running_loop().create_future()
         self.flushing.add(future)
         future.add_done_callback(functools.partial(self._flushed, events, leases, fresh_until))
@@ -767,7 +762,6 @@ class RedisCounterStore:
         )
         for lease in leases:
             lease.lost = True
-            self.open.discard(lease)
             self.dirty.pop(lease, None)
             if self.leases.get(lease.key_id) is lease:
                 del self.leases[lease.key_id]

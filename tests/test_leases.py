@@ -251,7 +251,7 @@ def test_finished_requests_are_counted_exactly():
             _finish(store, done, *_use(j))
         assert len({id(p.lease) for p in plans}) >= 3
         await store.aclose()
-        assert not store.busy() and not store.open
+        assert not store.busy() and not store.leases
 
         n = len(plans)
         assert _int(r, RPM) == _int(r, USER_RPM) == _int(r, QREQ) == n
@@ -513,7 +513,7 @@ def test_a_failed_flush_hands_its_events_to_on_lost_once():
         await _until(lambda: lease.lost)
         await _flushed(store)
         assert [e["request_id"] for e in lost] == ["f0"]
-        assert lease not in store.open and store.leases.get(KEY) is not lease
+        assert store.leases.get(KEY) is not lease
         _finish(store, second, 29, 350)  # in flight on the lost lease: its event goes to on_lost at once
         await asyncio.sleep(0.05)
         assert [e["request_id"] for e in lost] == ["f0", "f1"]
