@@ -115,17 +115,23 @@ class Settlement:
 _UNDONE = frozenset({"tokens", "cost", "release"})  # what releasing an abandoned reservation takes back
 
 
+def actual_use(check: Check, tokens: int, cost: int) -> int:
+    """What a finished request really used of ``check``'s counter."""
+    settle = check.settle
+    if settle == "keep":  # a request counts once, as reserved
+        return check.amount
+    if settle == "tokens":
+        return tokens
+    if settle == "cost":
+        return cost
+    return 0  # "release": a concurrency slot, free again
+
+
 def finish_deltas(plan: Plan, tokens: int, cost: int) -> list[tuple[str, int]]:
+    """(counter, actual use minus reservation) of each counter the finish must correct."""
     deltas = []
     for check in plan.checks:
-        if check.settle == "tokens":
-            delta = tokens - check.amount
-        elif check.settle == "cost":
-            delta = cost - check.amount
-        elif check.settle == "release":
-            delta = -check.amount
-        else:
-            continue
+        delta = actual_use(check, tokens, cost) - check.amount
         if delta:
             deltas.append((check.key, delta))
     return deltas
@@ -408,18 +414,10 @@ class Lease:
     def give_back(self, plan: Plan, tokens: int, cost: int) -> None:
         granted, avail, used = self.granted, self.avail, self.used
         for check in plan.checks:
-            settle = check.settle
-            if settle == "keep":
-                use = check.amount
-            elif settle == "tokens":
-                use = tokens
-            elif settle == "cost":
-                use = cost
-            else:  # "release": a concurrency slot, free again
-                use = 0
+            use = actual_use(check, tokens, cost)
             granted[check.key] -= use
             avail[check.key] += check.amount - use
-            if use and settle != "keep":
+            if use and check.settle != "keep":
                 used[check.key] += use
         self.money_granted -= cost
         self.money += plan.est_cost - cost
