@@ -6,9 +6,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from billing.fields import MoneyFormField
 from billing.models import BillingRecord
-from billing.money import format_money
+from core.fields import MoneyFormField
+from core.money import format_money
 
 from . import services
 from .models import PriceGroup, User

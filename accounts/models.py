@@ -6,7 +6,7 @@ from django.contrib.auth.models import AbstractUser, Group, Permission
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from billing.fields import MoneyField
+from core.fields import MoneyField
 
 
 class PriceGroup(models.Model):

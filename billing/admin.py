@@ -6,10 +6,11 @@ from django.http import StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 
+from core.fields import MoneyFormField
+from core.money import format_money, from_nanos
+
 from . import reports, services
-from .fields import MoneyFormField
 from .models import BillingRecord, DailyUsage, ModelPrice, RedemptionCode, UsageLog
-from .money import format_money, from_nanos
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

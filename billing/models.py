@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from .fields import MoneyField
+from core.fields import MoneyField
 
 _USER = settings.AUTH_USER_MODEL
 

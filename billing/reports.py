@@ -8,8 +8,9 @@ from datetime import date, timedelta
 from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
+from core.money import format_money, from_nanos
+
 from .models import DailyUsage, UsageLog
-from .money import format_money, from_nanos
 
 _SUMS = {
     "requests": Sum("requests"),

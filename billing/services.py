@@ -21,6 +21,7 @@ from django.utils import timezone
 from accounts.models import User
 from keys.models import APIKey
 
+from .events import UsageEvent
 from .models import BillingRecord, DailyUsage, ModelPrice, RedemptionCode, UsageLog
 
 logger = logging.getLogger(__name__)
@@ -32,33 +33,32 @@ _LOG_FIELDS = (
 )  # fmt: skip
 
 
-def _usage_log(event: dict) -> UsageLog:
+def _usage_log(event: UsageEvent) -> UsageLog:
     log = UsageLog(
-        request_id=event["request_id"],
-        created_at=datetime.fromtimestamp(event["ts"], tz=UTC),
-        user_id=event.get("user_id"),
-        api_key_id=event.get("key_id"),
-        provider_id=event.get("provider_id"),
-        price_id=event.get("price_id"),
-        **{name: event[name] for name in _LOG_FIELDS if event.get(name) is not None},
+        request_id=event.request_id,
+        created_at=datetime.fromtimestamp(event.ts, tz=UTC),
+        user_id=event.user_id,
+        api_key_id=event.key_id,
+        provider_id=event.provider_id,
+        price_id=event.price_id,
+        **{name: getattr(event, name) for name in _LOG_FIELDS if getattr(event, name) is not None},
     )
     log.total_tokens = log.prompt_tokens + log.completion_tokens
     log.error = (log.error or "")[:2000]
     return log
 
 
-def usage_settle_batch(*, events: list[dict]) -> int:
+def usage_settle_batch(*, events: list[UsageEvent | dict]) -> int:
     """Settle a batch; returns how many events were new. Safe to call again with the
     same events: the database part skips request ids it already has, and the counter
     store releases each pending charge once."""
     from quotas.counters import Settlement, get_store
 
+    events = [UsageEvent.coerce(e) for e in events]
     settlement = Settlement(charges=[])
     fresh = _settle_in_database(events, settlement)
     settlement.charges = [
-        (e["request_id"], e["user_id"], e.get("key_id"), int(e["cost"]))
-        for e in events
-        if int(e.get("cost") or 0) > 0 and e.get("user_id")
+        (e.request_id, e.user_id, e.key_id, e.cost) for e in events if e.cost > 0 and e.user_id
     ]
     if settlement.charges or settlement.balances:
         get_store().settled(settlement)
@@ -66,10 +66,10 @@ def usage_settle_batch(*, events: list[dict]) -> int:
 
 
 @transaction.atomic
-def _settle_in_database(events: list[dict], settlement) -> int:
-    by_id = {}
+def _settle_in_database(events: list[UsageEvent], settlement) -> int:
+    by_id: dict[str, UsageEvent] = {}
     for event in events:
-        by_id.setdefault(event["request_id"], event)  # duplicates inside a batch count once
+        by_id.setdefault(event.request_id, event)  # duplicates inside a batch count once
     if not by_id:
         return 0
     seen = set(UsageLog.objects.filter(request_id__in=list(by_id)).values_list("request_id", flat=True))
@@ -78,20 +78,19 @@ def _settle_in_database(events: list[dict], settlement) -> int:
         return 0
     UsageLog.objects.bulk_create([_usage_log(e) for e in fresh], batch_size=500)
 
-    charges: dict[int, list[dict]] = defaultdict(list)
+    charges: dict[int, list[UsageEvent]] = defaultdict(list)
     key_spend: dict[int, int] = defaultdict(int)
     for event in fresh:
-        cost = int(event.get("cost") or 0)
-        if cost > 0 and event.get("user_id"):
-            charges[event["user_id"]].append(event)
-            if event.get("key_id"):
-                key_spend[event["key_id"]] += cost
+        if event.cost > 0 and event.user_id:
+            charges[event.user_id].append(event)
+            if event.key_id:
+                key_spend[event.key_id] += event.cost
 
     records = []
     balances: dict[int, int] = {}
     for user_id in sorted(charges):  # a fixed order: concurrent batches never deadlock
         user_events = charges[user_id]
-        total = sum(int(e["cost"]) for e in user_events)
+        total = sum(e.cost for e in user_events)
         User.objects.filter(pk=user_id).update(balance=F("balance") - total)
         balance = User.objects.filter(pk=user_id).values_list("balance", flat=True).first()
         if balance is None:
@@ -101,17 +100,16 @@ def _settle_in_database(events: list[dict], settlement) -> int:
         # balance_after of each row, walking back from the balance after the whole batch
         running = balance + total
         for event in user_events:
-            running -= int(event["cost"])
+            running -= event.cost
             records.append(
                 BillingRecord(
                     user_id=user_id,
-                    api_key_id=event.get("key_id"),
+                    api_key_id=event.key_id,
                     kind=BillingRecord.Kind.USAGE,
-                    amount=-int(event["cost"]),
+                    amount=-event.cost,
                     balance_after=running,
-                    request_id=event["request_id"],
-                    description=f"{event.get('model_billed') or event.get('model_requested')} "
-                    f"{event.get('prompt_tokens', 0)}+{event.get('completion_tokens', 0)} tokens"[:255],
+                    request_id=event.request_id,
+                    description=f"{event.model} {event.prompt_tokens}+{event.completion_tokens} tokens"[:255],
                 )
             )
     BillingRecord.objects.bulk_create(records, batch_size=500)
@@ -137,14 +135,13 @@ def _settle_in_database(events: list[dict], settlement) -> int:
     return len(fresh)
 
 
-def _roll_up_quotas(events: list[dict]) -> None:
+def _roll_up_quotas(events: list[UsageEvent]) -> None:
     from quotas.models import QuotaUsage
 
     totals: dict[tuple[int, int], int] = defaultdict(int)
     for event in events:
-        tokens = int(event.get("prompt_tokens") or 0) + int(event.get("completion_tokens") or 0)
-        for quota_id, start, settle in event.get("quotas") or ():
-            amount = {"keep": 1, "tokens": tokens, "cost": int(event.get("cost") or 0)}[settle]
+        for quota_id, start, settle in event.quotas or ():
+            amount = {"keep": 1, "tokens": event.tokens, "cost": event.cost}[settle]
             if amount:
                 totals[(quota_id, start)] += amount
     for (quota_id, start), amount in sorted(totals.items()):
@@ -156,23 +153,17 @@ def _roll_up_quotas(events: list[dict]) -> None:
             QuotaUsage.objects.create(quota_id=quota_id, period_start=period_start, used=amount)
 
 
-def _roll_up(events: list[dict]) -> None:
+def _roll_up(events: list[UsageEvent]) -> None:
     totals: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
     for event in events:
-        day = datetime.fromtimestamp(event["ts"], tz=UTC).date()
-        key = (
-            day,
-            event.get("user_id"),
-            event.get("key_id"),
-            event.get("model_billed") or event["model_requested"],
-        )
-        row = totals[key]
+        day = datetime.fromtimestamp(event.ts, tz=UTC).date()
+        row = totals[(day, event.user_id, event.key_id, event.model)]
         row[0] += 1
-        row[1] += int(event.get("status_code", 200) >= 400)
-        row[2] += int(event.get("prompt_tokens") or 0)
-        row[3] += int(event.get("completion_tokens") or 0)
-        row[4] += int(event.get("cached_tokens") or 0)
-        row[5] += int(event.get("cost") or 0)
+        row[1] += int(event.status_code >= 400)
+        row[2] += event.prompt_tokens
+        row[3] += event.completion_tokens
+        row[4] += event.cached_tokens
+        row[5] += event.cost
     for (day, user_id, key_id, model), row in sorted(totals.items(), key=lambda kv: str(kv[0])):
         updated = DailyUsage.objects.filter(day=day, user_id=user_id, api_key_id=key_id, model=model).update(
             requests=F("requests") + row[0],

@@ -33,7 +33,7 @@ def settle_from_redis(max_batches: int = 100) -> int:
     """
     import redis
 
-    from relay.usage import PROCESSING_KEY, QUEUE_KEY
+    from .events import PROCESSING_KEY, QUEUE_KEY
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     settled = 0

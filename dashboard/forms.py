@@ -7,7 +7,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
 from accounts.selectors import user_can_authenticate
-from billing.fields import MoneyFormField
+from core.fields import MoneyFormField
 from gateway_project.api import LoginLimiter
 
 

@@ -25,8 +25,8 @@ from django.views.decorators.http import require_POST
 
 from accounts.selectors import user_can_authenticate
 from billing import selectors as billing_selectors
-from billing.money import format_money
 from billing.services import RedemptionError, redemption_redeem
+from core.money import format_money
 from keys import services as key_services
 from keys.selectors import api_key_get, api_key_list
 

@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from billing.money import from_nanos, to_nanos
+from core.money import from_nanos, to_nanos
 
 MAX_ID = 2**63 - 1
 # Amounts accepted by the API: at most a billion currency units (1e18 nanos) either way,

@@ -1,7 +1,8 @@
 """ASGI entry point: relay paths go to the relay's own app, the rest to Django.
 
 Django's request handler costs more than the whole upstream hop (docs/architecture.md),
-so ``/v1/`` and ``/mj/`` never pass through it. Both apps share settings, models, caches.
+so ``/v1/`` and ``/mj/`` never pass through it (nor ``/``, the base URL clients probe).
+Both apps share settings, models, caches.
 """
 
 import os
@@ -19,7 +20,7 @@ RELAY_PREFIXES = ("/v1/", "/mj/")
 
 
 async def application(scope, receive, send):
-    if scope["type"] == "http" and scope["path"].startswith(RELAY_PREFIXES):
+    if scope["type"] == "http" and (scope["path"].startswith(RELAY_PREFIXES) or scope["path"] == "/"):
         await relay_app(scope, receive, send)
     elif scope["type"] == "lifespan":
         await relay_app.lifespan(scope, receive, send)

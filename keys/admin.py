@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from billing.money import format_money
+from core.money import format_money
 
 from . import services
 from .models import APIKey

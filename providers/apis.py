@@ -237,6 +237,7 @@ class _ModelWriteSerializer(serializers.Serializer):
     supports_tools = serializers.BooleanField(required=False)
     supports_vision = serializers.BooleanField(required=False)
     supports_json_mode = serializers.BooleanField(required=False)
+    supports_reasoning = serializers.BooleanField(required=False)
     status = serializers.ChoiceField(choices=Model.Status.choices, required=False)
     routing_strategy = serializers.ChoiceField(
         choices=Model.Strategy.choices, required=False, allow_blank=True

@@ -14,7 +14,9 @@ import httpx
 from django.utils import timezone
 
 from . import crypto
+from .base import Capability, Target
 from .models import Provider
+from .registry import get_adapter
 from .services import provider_set_status
 
 
@@ -26,47 +28,18 @@ class ProbeResult:
     error: str = ""
 
 
-def _probe_model(provider: Provider) -> str:
-    if provider.health_check_model:
-        return provider.health_check_model
-    route = provider.routes.filter(enabled=True).select_related("model").first()
-    return route.upstream_name if route else ""
-
-
-def _request(provider: Provider, api_key: str) -> tuple[str, str, dict, dict | None]:
-    base = provider.base_url.rstrip("/")
-    headers = dict(provider.extra_headers or {})
-    if provider.type == Provider.Type.ANTHROPIC:
-        headers.update({"x-api-key": api_key, "anthropic-version": provider.api_version or "2023-06-01"})
-        model = _probe_model(provider)
-        if model:
-            body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
-            return "POST", f"{base}/messages", headers, body
-        return "GET", f"{base}/models", headers, None
-    if provider.type == Provider.Type.GEMINI:
-        headers["x-goog-api-key"] = api_key
-        return "GET", f"{base}/models", headers, None
-    if provider.type == Provider.Type.AZURE:
-        headers["api-key"] = api_key
-        model = _probe_model(provider)
-        version = provider.api_version or "2024-10-21"
-        body = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
-        return (
-            "POST",
-            f"{base}/openai/deployments/{model}/chat/completions?api-version={version}",
-            headers,
-            body,
-        )
-    if provider.type == Provider.Type.MIDJOURNEY:
-        headers["mj-api-secret"] = api_key
-        return "GET", f"{base}/mj/task/list", headers, None
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
+def _target(provider: Provider, api_key: str, adapter) -> Target:
     model = provider.health_check_model
-    if model:
-        body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
-        return "POST", f"{base}/chat/completions", headers, body
-    return "GET", f"{base}/models", headers, None
+    if not model and adapter.probe_needs_model:
+        route = provider.routes.filter(enabled=True).select_related("model").first()
+        model = route.upstream_name if route else ""
+    return Target(
+        base_url=provider.base_url.rstrip("/"),
+        api_key=api_key,
+        upstream_model=model,
+        extra_headers=dict(provider.extra_headers or {}),
+        api_version=provider.api_version,
+    )
 
 
 def provider_probe(provider: Provider, *, timeout: float = 15.0) -> ProbeResult:
@@ -74,10 +47,15 @@ def provider_probe(provider: Provider, *, timeout: float = 15.0) -> ProbeResult:
         api_key = crypto.decrypt(provider.credentials_encrypted)
     except crypto.CredentialError as exc:
         return ProbeResult(False, None, 0, str(exc))
-    method, url, headers, body = _request(provider, api_key)
+    adapter = get_adapter(provider.type)
+    if not adapter.supports(Capability.PROBE):
+        return ProbeResult(False, None, 0, f"providers of type {provider.type} cannot be probed")
+    request = adapter.probe_request(_target(provider, api_key, adapter))
     started = time.monotonic()
     try:
-        response = httpx.request(method, url, headers=headers, json=body, timeout=timeout)
+        response = httpx.request(
+            request.method, request.url, headers=request.headers, content=request.body, timeout=timeout
+        )
     except httpx.HTTPError as exc:
         return ProbeResult(
             False, None, int((time.monotonic() - started) * 1000), f"{type(exc).__name__}: {exc}"

@@ -111,6 +111,11 @@ class Model(models.Model):
     supports_tools = models.BooleanField(default=False)
     supports_vision = models.BooleanField(default=False)
     supports_json_mode = models.BooleanField(default=False)
+    supports_reasoning = models.BooleanField(
+        default=False,
+        help_text="A reasoning model: when an Anthropic client asks for thinking, translated "
+        "upstreams are asked for their reasoning (reasoning_effort, Gemini thoughts).",
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
     routing_strategy = models.CharField(max_length=32, choices=Strategy.choices, default="", blank=True)
     owned_by = models.CharField(max_length=100, blank=True, default="gateway")

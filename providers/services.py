@@ -83,6 +83,7 @@ MODEL_FIELDS = (
     "supports_tools",
     "supports_vision",
     "supports_json_mode",
+    "supports_reasoning",
     "status",
     "routing_strategy",
     "owned_by",

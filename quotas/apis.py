@@ -15,8 +15,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from billing.money import to_nanos
 from billing.selectors import quota_status_of_account
+from core.money import to_nanos
 from gateway_project.api import (
     MAX_AMOUNT,
     IdField,

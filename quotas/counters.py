@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 import orjson
 from django.conf import settings
 
+from billing.events import UsageEvent
+
 from .resp import RespClient, Script
 
 logger = logging.getLogger(__name__)
@@ -668,7 +670,7 @@ class RedisCounterStore:
         lease = Lease(plan, int(reply.result()[1]))
         self._retire(lease)  # nothing was taken from it: it closes with the next flush
 
-    def finish(self, plan: Plan, *, tokens: int, cost: int, event: dict) -> None:
+    def finish(self, plan: Plan, *, tokens: int, cost: int, event: UsageEvent) -> None:
         """Give back what the request did not use and queue its usage event (and pending
         charge) for the next flush, which follows within ``_AutoPipeline.DEFER``."""
         lease = plan.lease
@@ -769,9 +771,9 @@ class RedisCounterStore:
         if later:
             self.events = [entry for entry in self.events if not entry[0].lost]
             events = events + [payload for _, payload, _, _ in later]
-        self._lost([orjson.loads(event) for event in events])
+        self._lost([UsageEvent.coerce(event) for event in events])
 
-    def _lost(self, events: list[dict]) -> None:
+    def _lost(self, events: list[UsageEvent]) -> None:
         if self.on_lost is None:
             logger.error("usage events lost: no fallback queue", extra={"events": len(events)})
             return
@@ -892,7 +894,7 @@ class LocalCounterStore:
     async def reserve(self, plan: Plan) -> Refusal | None:
         return self.reserve_sync(plan)
 
-    def finish_sync(self, plan: Plan, *, tokens: int, cost: int, event: dict) -> None:
+    def finish_sync(self, plan: Plan, *, tokens: int, cost: int, event: UsageEvent) -> None:
         now = time.time()
         with self.lock:
             existed = self.reservations.pop(plan.rid, None) is not None

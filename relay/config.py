@@ -128,6 +128,7 @@ class ModelInfo:
     price: Price | None
     max_output_tokens: int | None
     fresh_until: float  # monotonic time after which the entry is reloaded (price boundaries, TTL)
+    reasoning: bool = False  # ask translated upstreams for reasoning when a client wants thinking
 
 
 class ConfigCache:
@@ -412,6 +413,7 @@ def _model_info(model) -> ModelInfo:
         price=price,
         max_output_tokens=model.max_output_tokens,
         fresh_until=fresh_until,
+        reasoning=model.supports_reasoning,
     )
 
 

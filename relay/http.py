@@ -10,7 +10,9 @@ from django.conf import settings
 from gateway_project.logging import new_request_id
 
 from .config import KeyInfo
-from .errors import RelayError, anthropic_error_body, openai_error_body
+from .errors import RelayError
+from .protocols import Protocol
+from .protocols.openai import OPENAI
 
 
 class ClientGone(Exception):
@@ -27,7 +29,7 @@ class Context:
     headers: dict[bytes, bytes]
     request_id: str
     client_ip: str | None
-    anthropic: bool = False  # errors in Anthropic's shape (the /v1/messages endpoints)
+    protocol: Protocol = OPENAI  # the endpoint's dialect: its error shapes
     started: float = field(default_factory=time.monotonic)
     started_wall: float = field(default_factory=time.time)
     key: KeyInfo | None = None
@@ -126,8 +128,4 @@ class Context:
         self.response_bytes += len(data)
 
     async def error(self, exc: RelayError) -> None:
-        if self.anthropic:
-            body = anthropic_error_body(exc.status, exc.message, type=exc.type)
-        else:
-            body = openai_error_body(exc.status, exc.message, type=exc.type, code=exc.code, param=exc.param)
-        await self.respond(exc.status, body, headers=exc.headers)
+        await self.respond(exc.status, self.protocol.error_body(exc), headers=exc.headers)

@@ -1,14 +1,17 @@
-"""Any operator change to what the relay caches bumps the shared config version."""
+"""Any operator change to what the relay caches bumps the shared config version, once
+the change is committed: bumped inside the transaction, another worker could reload the
+old rows before the commit and keep them for RELAY_CACHE_TTL (a revoked key served on)."""
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from .config import bump_version
 
 
 def _changed(sender, **kwargs) -> None:
-    bump_version()
+    transaction.on_commit(bump_version, using=kwargs.get("using"))
 
 
 def connect() -> None:

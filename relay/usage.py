@@ -21,15 +21,15 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from billing.events import QUEUE_KEY, UsageEvent
+
 logger = logging.getLogger(__name__)
 
-QUEUE_KEY = "gw:usage"
-PROCESSING_KEY = "gw:usage:processing"
 FLUSH_INTERVAL = 0.02
 FLUSH_SIZE = 200
 
 
-def _settle(events: list[dict]) -> None:
+def _settle(events: list[UsageEvent]) -> None:
     from billing.services import usage_settle_batch
 
     usage_settle_batch(events=events)
@@ -37,12 +37,12 @@ def _settle(events: list[dict]) -> None:
 
 class UsageQueue:
     def __init__(self) -> None:
-        self.buffer: list[dict] = []
+        self.buffer: list[UsageEvent] = []
         self.flusher: asyncio.Task | None = None
         self.wakeup: asyncio.Event | None = None
         self.closing = False
 
-    def push(self, event: dict) -> None:
+    def push(self, event: UsageEvent) -> None:
         self.buffer.append(event)
         if self.flusher is None or self.flusher.done():
             self._start()
@@ -79,12 +79,12 @@ class UsageQueue:
             self.flusher.cancel()
         await self.flush()
 
-    async def _write(self, batch: list[dict]) -> None:
+    async def _write(self, batch: list[UsageEvent]) -> None:
         raise NotImplementedError
 
 
 class LocalUsageQueue(UsageQueue):
-    async def _write(self, batch: list[dict]) -> None:
+    async def _write(self, batch: list[UsageEvent]) -> None:
         await sync_to_async(_settle, thread_sensitive=False)(batch)
 
 
@@ -96,7 +96,7 @@ class RedisUsageQueue(UsageQueue):
         pool = redis.BlockingConnectionPool.from_url(url, max_connections=8, timeout=10)
         self.client = redis.Redis(connection_pool=pool)
 
-    async def _write(self, batch: list[dict]) -> None:
+    async def _write(self, batch: list[UsageEvent]) -> None:
         await self.client.rpush(QUEUE_KEY, *(orjson.dumps(e) for e in batch))
         if settings.CELERY_TASK_ALWAYS_EAGER:
             # Redis without a Celery broker: settle right here.

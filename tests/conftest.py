@@ -214,7 +214,7 @@ class World:
         )
 
     def route(self, provider, model="gpt-4o-mini", **fields):
-        from billing.money import to_nanos
+        from core.money import to_nanos
         from providers.models import ProviderModel
 
         model_row = factories.ModelFactory(slug=model)

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from billing.models import ModelPrice
-from billing.money import to_nanos
+from core.money import to_nanos
 from providers import crypto
 from providers.models import Model, Provider, ProviderModel
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from accounts.models import User
 from billing import services
 from billing.models import BillingRecord, DailyUsage, RedemptionCode, UsageLog
-from billing.money import to_nanos
 from billing.pricing import Price, multiplier_ppm, token_cost
+from core.money import to_nanos
 from quotas.counters import Check, LocalCounterStore, Plan, get_store
 from tests import factories
 from tests.conftest import _drain_usage, settle_usage, wait_usage

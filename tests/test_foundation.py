@@ -17,7 +17,7 @@ from django.urls import reverse
 from accounts import services as account_services
 from accounts.models import User
 from billing.models import BillingRecord
-from billing.money import format_money, from_nanos, to_nanos
+from core.money import format_money, from_nanos, to_nanos
 from keys import services as key_services
 from keys.models import APIKey
 from providers import crypto
@@ -284,7 +284,6 @@ ADMIN_MODELS = [
     "billing_dailyusage",
     "quotas_quota",
     "quotas_quotausage",
-    "relay_midjourneytask",
 ]
 
 

@@ -648,7 +648,7 @@ def test_leases_through_the_gateway(gateway, world, fake):
     import redis
 
     from billing.models import BillingRecord, UsageLog
-    from billing.money import to_nanos
+    from core.money import to_nanos
     from keys.models import APIKey
     from quotas.counters import get_store
     from tests.conftest import _drain_usage, settle_usage, wait_usage

@@ -39,7 +39,7 @@ def test_a_request_whose_reservation_fails_still_gets_one_usage_event(gateway, w
     import httpx
 
     from billing.models import BillingRecord
-    from billing.money import to_nanos
+    from core.money import to_nanos
     from quotas.counters import get_store
     from tests.conftest import wait_usage
     from tests.test_leases import _dead_port

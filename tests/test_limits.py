@@ -11,7 +11,7 @@ import pytest
 
 from accounts import services as account_services
 from billing.models import BillingRecord, UsageLog
-from billing.money import to_nanos
+from core.money import to_nanos
 from quotas.models import Quota
 from tests.conftest import settle_usage, wait_usage
 

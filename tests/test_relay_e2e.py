@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from billing.models import BillingRecord, UsageLog
-from billing.money import to_nanos
+from core.money import to_nanos
 from tests.conftest import wait_usage
 
 

@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from billing.models import BillingRecord
-from billing.money import to_nanos
+from core.money import to_nanos
 from keys.models import APIKey
 from keys.services import api_key_create, api_key_revoke, api_key_rotate
 from providers.models import Model, Provider

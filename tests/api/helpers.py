@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from billing.models import BillingRecord, DailyUsage, UsageLog
-from billing.money import to_nanos
+from core.money import to_nanos
 from keys.services import api_key_create
 from quotas.models import Quota
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from accounts.models import PriceGroup, User
 from billing.models import BillingRecord, ModelPrice, RedemptionCode
-from billing.money import to_nanos
+from core.money import to_nanos
 from keys.models import APIKey
 from keys.services import api_key_create
 from providers import crypto

@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from accounts.models import User
 from billing.models import BillingRecord
-from billing.money import to_nanos
+from core.money import to_nanos
 from keys.models import APIKey
 from keys.services import api_key_create, hash_key
 from providers import crypto

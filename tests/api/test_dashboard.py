@@ -8,8 +8,8 @@ import pytest
 from django.test import Client
 
 from accounts.services import user_suspend
-from billing.money import to_nanos
 from billing.services import redemption_codes_generate
+from core.money import to_nanos
 from keys.models import APIKey
 from keys.services import api_key_create, hash_key
 

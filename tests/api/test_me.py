@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from accounts.models import PriceGroup
 from billing.models import BillingRecord
-from billing.money import to_nanos
 from billing.services import redemption_codes_generate
+from core.money import to_nanos
 from keys.models import APIKey
 from keys.services import hash_key
 from quotas.models import QuotaUsage

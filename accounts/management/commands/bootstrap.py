@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts import services as account_services
 from accounts.models import User
 from billing.models import BillingRecord, ModelPrice
-from billing.money import to_nanos
+from core.money import to_nanos
 from keys import services as key_services
 from keys.models import APIKey
 from providers import services as provider_services

@@ -16,7 +16,7 @@ from django.db import transaction
 from accounts.models import PriceGroup, User
 from accounts.services import user_adjust_balance, user_register
 from billing.models import BillingRecord
-from billing.money import format_money, to_nanos
+from core.money import format_money, to_nanos
 
 
 class Command(BaseCommand):

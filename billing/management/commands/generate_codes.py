@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from django.core.management.base import BaseCommand, CommandError
 
 from billing import services
-from billing.money import format_money, to_nanos
+from core.money import format_money, to_nanos
 
 
 class Command(BaseCommand):

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from accounts.models import User
-from billing.money import to_nanos
+from core.money import to_nanos
 from keys.management.commands.rotate_keys import parse_duration
 from keys.services import api_key_create, validate_allowed_ips
 

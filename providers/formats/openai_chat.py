@@ -1,0 +1,91 @@
+"""OpenAI Chat Completions wire helpers shared by every adapter and both directions:
+usage objects, ids, message content, tool-call arguments, data URLs."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import orjson
+
+from providers.base import Usage
+
+_DATA_URL = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S
+)
+
+
+def usage_from_openai(data: dict | None) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    details = data.get("prompt_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(data.get("prompt_tokens") or 0),
+        completion_tokens=int(data.get("completion_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+    )
+
+
+def usage_dict(usage: Usage) -> dict:
+    """OpenAI ``usage`` object for a :class:`Usage`."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+    }
+
+
+def completion_id(message_id: Any) -> str:
+    return f"chatcmpl-{message_id}" if message_id else f"chatcmpl-{uuid.uuid4().hex}"
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``data:image/png;base64,AAAA`` -> ``("image/png", "AAAA")``; None for other URLs."""
+    match = _DATA_URL.match(url)
+    if not match:
+        return None
+    return match.group("mime") or "application/octet-stream", match.group("data")
+
+
+def content_text(content: Any, sep: str = "\n\n") -> str:
+    """Text of an OpenAI message content: a string or a list of text parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part, dict) and isinstance(part.get("refusal"), str):
+                texts.append(part["refusal"])
+        return sep.join(t for t in texts if t)
+    return str(content)
+
+
+def parse_arguments(arguments: Any) -> dict:
+    """Tool call arguments (a JSON string) -> a dict; ``{}`` when empty or invalid."""
+    if isinstance(arguments, dict):
+        return arguments
+    if not isinstance(arguments, str) or not arguments.strip():
+        return {}
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def merge_params(body: dict, extra: dict) -> dict:
+    """Merge provider ``extra_params`` into a body; dict values are merged one level deep."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(body.get(key), dict):
+            body[key] = {**body[key], **value}
+        else:
+            body[key] = value
+    return body

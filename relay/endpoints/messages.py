@@ -1,0 +1,129 @@
+"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's protocol for any model.
+
+Provider types with native Messages (Anthropic) get the request as the client sent it,
+but for the model name; every other type gets it translated to a chat request, and its
+answer translated back (``providers.formats.anthropic_messages``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from providers.base import Adapter, Capability, ChainedStream, Usage
+from providers.formats.anthropic_messages import (
+    ChatStreamToMessages,
+    chat_to_messages,
+    messages_to_chat,
+    wants_thinking,
+)
+from providers.formats.anthropic_messages import usage_from_anthropic as anthropic_usage
+from providers.registry import get_adapter
+
+from .. import tokens
+from ..config import Route
+from ..forward import Call, UsageRecord, candidates, target_for
+from ..http import Context
+from ..protocols.anthropic import ANTHROPIC, check_messages
+from . import Endpoint
+from .common import parse_json, require_model, resolve, stream_flag
+
+logger = logging.getLogger("relay")
+
+
+def _echo(payload: bytes, model: str) -> tuple[bytes, Usage | None]:
+    data = orjson.loads(payload)
+    reported = data.get("usage")
+    if data.get("model", model) != model:
+        data["model"] = model
+        payload = orjson.dumps(data)
+    return payload, anthropic_usage(reported) if isinstance(reported, dict) else None
+
+
+async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, list[Route]]:
+    body = parse_json(raw)
+    model = require_model(body)
+    record.model_requested = model
+    check_messages(body)
+    stream = record.stream = stream_flag(body)
+    info, routes = await resolve(ctx, model, Capability.MESSAGES, Capability.CHAT, what="messages")
+    record.price = info.price
+    beta = ctx.header(b"anthropic-beta")
+    thinking = wants_thinking(body)
+    sequences = tuple(body.get("stop_sequences") or ())
+    chat_body: dict = {}
+
+    def as_chat() -> dict:
+        if not chat_body:
+            chat_body.update(messages_to_chat(body, reasoning=thinking and info.reasoning))
+        return chat_body
+
+    def build(adapter: Adapter, route: Route):
+        if adapter.supports(Capability.MESSAGES):
+            return adapter.messages_request(body, target_for(route), stream=stream, beta=beta)
+        return adapter.chat_request(as_chat(), target_for(route), stream=stream)
+
+    def answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
+        if adapter.supports(Capability.MESSAGES):
+            return _echo(payload, model)
+        response, usage = adapter.chat_response(orjson.loads(payload), model=model)
+        message = chat_to_messages(response, model=model, thinking=thinking, stop_sequences=sequences)
+        return orjson.dumps(message), usage
+
+    def translator(adapter: Adapter):
+        if adapter.supports(Capability.MESSAGES):
+            return adapter.messages_stream(model=model)
+        return ChainedStream(
+            adapter.chat_stream(model=model, include_usage=True),
+            ChatStreamToMessages(
+                model=model,
+                input_tokens=tokens.count_chat_prompt(as_chat()),
+                thinking=thinking,
+                stop_sequences=sequences,
+            ),
+        )
+
+    call = Call(
+        body=body,
+        model=model,
+        model_max=info.max_output_tokens,
+        stream=stream,
+        build=build,
+        answer=answer,
+        translator=translator,
+        count_prompt=lambda: tokens.count_chat_prompt(as_chat()),
+    )
+    return call, candidates(routes, info.strategy, model)
+
+
+async def count_tokens(ctx: Context, relay) -> None:
+    """Anthropic-type routes count with the provider itself; any other route (or a failed
+    upstream count) is counted here (cl100k: an estimate for non-OpenAI models)."""
+    body = parse_json(await ctx.read_body())
+    model = require_model(body)
+    check_messages(body, count_only=True)
+    info, routes = await resolve(ctx, model, Capability.MESSAGES, Capability.CHAT, what="messages")
+    beta = ctx.header(b"anthropic-beta")
+    for route in candidates(routes, info.strategy, model):
+        adapter = get_adapter(route.provider_type)
+        if not adapter.supports(Capability.COUNT_TOKENS):
+            continue
+        request = adapter.count_tokens_request(body, target_for(route), beta=beta)
+        status, payload = await relay.forwarder.fetch(request, timeout=route.timeout)
+        if status == 200:
+            await ctx.respond(200, payload)
+            return
+        if status is not None and 400 <= status < 500 and status not in (401, 403, 408, 429):
+            await ctx.respond(status, payload)  # the client's own mistake, in Anthropic's words
+            return
+        logger.warning("upstream token count failed; counting locally", extra={"status": status})
+        break
+    count = tokens.count_chat_prompt(messages_to_chat(body))
+    await ctx.respond(200, orjson.dumps({"input_tokens": count}))
+
+
+ENDPOINTS = [
+    Endpoint("/v1/messages", "POST", ANTHROPIC, request_type="messages", prepare=prepare),
+    Endpoint("/v1/messages/count_tokens", "POST", ANTHROPIC, handle=count_tokens),
+]

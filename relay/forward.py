@@ -1,0 +1,312 @@
+"""Calling upstreams: the attempt loop with failover, JSON answers, and streams.
+
+A ``Call`` describes one client request and how to build the upstream request for any
+candidate route; ``forward`` tries candidates in order until one answers, and fills the
+``UsageRecord`` that the pipeline turns into the request's one usage event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from billing.pricing import Price
+from providers.base import Adapter, StreamTranslator, Target, UpstreamError, UpstreamRequest, Usage
+from providers.registry import get_adapter
+
+from . import tokens
+from .config import CONFIG, Route
+from .errors import RelayError
+from .http import Context
+from .routing import ROUTER
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE_EXCEPTIONS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    request_type: str
+    endpoint: str
+    model_requested: str = ""
+    model_upstream: str = ""
+    model_billed: str = ""
+    provider_id: int | None = None
+    providers_tried: list = field(default_factory=list)
+    stream: bool = False
+    usage: Usage | None = None
+    usage_estimated: bool = False
+    status_code: int = 200
+    error: str = ""
+    ttft_ms: int | None = None
+    client_disconnected: bool = False
+    price: Price | None = None
+    cut_upstream: bool = False  # the gateway ended the upstream stream itself
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request, ready to be sent to any candidate."""
+
+    body: dict
+    model: str
+    stream: bool
+    build: Callable[[Adapter, Route], UpstreamRequest]
+    # JSON answers: upstream bytes -> (client bytes, usage)
+    answer: Callable[[Adapter, bytes], tuple[bytes, Usage | None]]
+    # Streams: a translator from upstream bytes to client bytes
+    translator: Callable[[Adapter], StreamTranslator] | None = None
+    count_prompt: Callable[[], int] = lambda: 0
+    model_max: int | None = None  # the model's max_output_tokens, for the reservation estimate
+    # what this request needs that an adapter cannot honour: (param, reason) or None
+    unsupported: Callable[[Adapter], tuple[str, str] | None] | None = None
+
+
+def target_for(route: Route) -> Target:
+    return Target(
+        base_url=route.base_url,
+        api_key=route.api_key,
+        upstream_model=route.upstream_model,
+        extra_headers=route.extra_headers,
+        extra_params=route.extra_params,
+        api_version=route.api_version,
+    )
+
+
+def answer_text(body: bytes) -> str:
+    """The generated text of an answer in the client's protocol (chat, completion or
+    Anthropic message): what local counting bills when the upstream gave no usage."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    parts: list[str] = []
+    for choice in data.get("choices") or ():
+        message = choice.get("message") or {}
+        parts.append(message.get("content") or choice.get("text") or "")
+        parts.extend(
+            (call.get("function") or {}).get("arguments") or "" for call in message.get("tool_calls") or ()
+        )
+    for block in data.get("content") or () if isinstance(data.get("content"), list) else ():
+        parts.append(block.get("text") or block.get("thinking") or "")
+        if block.get("type") == "tool_use":
+            parts.append(orjson.dumps(block.get("input") or {}).decode())
+    return "".join(part for part in parts if isinstance(part, str))
+
+
+def _auto_disable(provider_id: int, reason: str) -> None:
+    from providers.services import provider_auto_disable
+
+    provider_auto_disable(provider_id=provider_id, reason=reason)
+
+
+_background: set[asyncio.Task] = set()
+
+
+def in_background(coro) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def candidates(routes: list[Route], strategy: str, key: str) -> list[Route]:
+    """The attempts to make, in order: each route plus its own retries, capped."""
+    ordered = ROUTER.order(routes, strategy, key)
+    attempts: list[Route] = []
+    for route in ordered:
+        attempts.extend([route] * (1 + route.max_retries))
+    return attempts[: settings.RELAY_MAX_ATTEMPTS]
+
+
+class Forwarder:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def fetch(self, request: UpstreamRequest, *, timeout: float) -> tuple[int | None, bytes]:
+        """One upstream call outside the billed path (e.g. token counting): its status and
+        body, or (None, b"") when it could not be reached."""
+        try:
+            async with self.session.request(
+                request.method,
+                request.url,
+                data=request.body,
+                headers=request.headers,
+                timeout=aiohttp.ClientTimeout(
+                    total=timeout, sock_connect=settings.RELAY_UPSTREAM_CONNECT_TIMEOUT
+                ),
+            ) as response:
+                return response.status, await response.read()
+        except RETRYABLE_EXCEPTIONS:
+            return None, b""
+
+    async def forward(self, ctx: Context, call: Call, routes: list[Route], record: UsageRecord) -> None:
+        last: UpstreamError | None = None
+        refused: tuple[str, str] | None = None
+        for route in routes:
+            adapter = get_adapter(route.provider_type)
+            if call.unsupported is not None:
+                problem = call.unsupported(adapter)
+                if problem is not None:  # this provider cannot honour the request: not a failure
+                    refused = problem
+                    continue
+            request = call.build(adapter, route)
+            state = ROUTER.state(route.provider_id)
+            started = time.monotonic()
+            state.in_flight += 1
+            try:
+                response = await self.session.request(
+                    request.method,
+                    request.url,
+                    data=request.body,
+                    headers=request.headers,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None,
+                        sock_connect=settings.RELAY_UPSTREAM_CONNECT_TIMEOUT,
+                        sock_read=route.timeout,
+                    ),
+                )
+            except RETRYABLE_EXCEPTIONS as exc:
+                state.in_flight -= 1
+                status = 504 if isinstance(exc, asyncio.TimeoutError) else 502
+                message = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+                last = UpstreamError(status, message, retryable=True)
+                self._tried(record, route, status, message, started)
+                ROUTER.record_failure(route.provider_id)
+                continue
+            try:
+                if response.status >= 400:
+                    payload = await response.read()
+                    error = adapter.classify_error(response.status, payload)
+                    self._tried(record, route, response.status, error.message, started)
+                    if error.disable:
+                        in_background(sync_to_async(_auto_disable)(route.provider_id, error.message))
+                    if error.retryable:
+                        ROUTER.record_failure(route.provider_id)
+                        last = error
+                        continue
+                    # the client's own mistake: no other provider would answer differently
+                    raise RelayError(
+                        response.status, error.message, type=error.type, code="upstream_rejected"
+                    )
+                record.provider_id = route.provider_id
+                record.model_upstream = route.upstream_model
+                if route.bill_upstream_model:
+                    record.model_billed = route.upstream_model
+                    record.price = await CONFIG.price_for(route.upstream_model)
+                else:
+                    record.model_billed = call.model
+                self._tried(record, route, response.status, "", started)
+                if call.stream:
+                    await self._stream(ctx, call, adapter, response, record, started)
+                else:
+                    await self._json(ctx, call, adapter, response, record)
+                ROUTER.record_success(route.provider_id, (time.monotonic() - started) * 1000)
+                return
+            finally:
+                state.in_flight -= 1
+                if call.stream and (record.error or record.client_disconnected or record.cut_upstream):
+                    response.close()  # drop the connection: the upstream stops generating
+                else:
+                    response.release()
+        if last is None and refused is not None:
+            param, reason = refused
+            raise RelayError(400, reason, param=param, code="unsupported_parameter")
+        if last is None:
+            raise RelayError(503, f"No provider is available for model '{call.model}'.", code="no_provider")
+        status = 429 if last.status == 429 else (504 if last.status == 504 else 502)
+        tried = len(record.providers_tried)
+        raise RelayError(
+            status,
+            f"The upstream provider failed ({tried} attempt{'s' if tried != 1 else ''}): {last.message}",
+            type="upstream_error",
+            code="upstream_failed",
+        )
+
+    @staticmethod
+    def _tried(record: UsageRecord, route: Route, status: int, error: str, started: float) -> None:
+        record.providers_tried.append(
+            {
+                "provider": route.provider_id,
+                "name": route.provider_name,
+                "status": status,
+                "error": error[:300],
+                "ms": int((time.monotonic() - started) * 1000),
+            }
+        )
+
+    async def _json(self, ctx: Context, call: Call, adapter: Adapter, response, record: UsageRecord) -> None:
+        payload = await response.read()
+        record.ttft_ms = int((time.monotonic() - ctx.started) * 1000)
+        try:
+            body, usage = call.answer(adapter, payload)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RelayError(502, f"The upstream answered with an unreadable body ({exc}).") from None
+        record.usage = usage
+        if usage is None:  # the upstream reported none: count the prompt and the answer here
+            completion = tokens.count_text(answer_text(body)) if record.request_type != "embedding" else 0
+            record.usage = Usage(prompt_tokens=call.count_prompt(), completion_tokens=completion)
+            record.usage_estimated = True
+        await ctx.respond(200, body)
+
+    async def _stream(
+        self, ctx: Context, call: Call, adapter: Adapter, response, record: UsageRecord, started
+    ):
+        translator = call.translator(adapter)
+        await ctx.start_stream()
+        error = ""
+        try:
+            async for chunk in response.content.iter_any():
+                out = translator.feed(chunk)
+                if out:
+                    if record.ttft_ms is None:
+                        record.ttft_ms = int((time.monotonic() - ctx.started) * 1000)
+                    await ctx.stream_chunk(out)
+                if translator.cut_upstream:
+                    break  # the answer is complete for the client (a stop sequence): stop the upstream
+            tail = translator.close()
+            if tail:
+                await ctx.stream_chunk(tail)
+            record.cut_upstream = translator.cut_upstream
+            if translator.error:
+                # the upstream reported an error in-stream; the translator already told
+                # the client in its protocol, so only the record needs it
+                reported = translator.error
+                record.status_code = 502
+                record.error = str(
+                    reported.get("message", reported) if isinstance(reported, dict) else reported
+                )[:500]
+            elif not translator.finished:
+                error = "The upstream stream ended before it was complete."
+        except RETRYABLE_EXCEPTIONS as exc:
+            error = f"The upstream stream was interrupted ({type(exc).__name__})."
+        except asyncio.CancelledError:
+            record.client_disconnected = True
+            self._settle_stream(call, translator, record)
+            raise
+        self._settle_stream(call, translator, record)
+        if error:
+            record.status_code = 502
+            record.error = error
+            await ctx.end_stream(ctx.protocol.stream_error(error))
+        else:
+            await ctx.end_stream()
+
+    @staticmethod
+    def _settle_stream(call: Call, translator: StreamTranslator, record: UsageRecord) -> None:
+        if translator.usage is not None and translator.finished:
+            record.usage = translator.usage
+            return
+        # no final usage object: count what the upstream produced
+        produced = "".join(translator.text_parts)
+        prompt = translator.usage.prompt_tokens if translator.usage else call.count_prompt()
+        record.usage = Usage(prompt_tokens=prompt, completion_tokens=tokens.count_text(produced))
+        record.usage_estimated = True

@@ -1,0 +1,65 @@
+"""The Anthropic dialect: ``{"type": "error", "error": {type, message}}`` and named events."""
+
+from __future__ import annotations
+
+import orjson
+
+from providers.formats.anthropic_messages import anthropic_error, anthropic_error_event
+
+from ..errors import RelayError
+from . import Protocol
+
+
+class AnthropicProtocol(Protocol):
+    def error_body(self, exc: RelayError) -> bytes:
+        return orjson.dumps(anthropic_error(exc.status, exc.message))
+
+    def stream_error(self, message: str) -> bytes:
+        return anthropic_error_event(502, message)
+
+
+ANTHROPIC = AnthropicProtocol("anthropic")
+
+
+ROLES = ("user", "assistant", "system")
+
+
+def check_messages(body: dict, *, count_only: bool = False) -> None:
+    """The Messages fields the gateway reads itself, type-checked, in Anthropic's words.
+    ``role: "system"`` is accepted anywhere after the first message (Anthropic's
+    mid-conversation system messages)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RelayError(400, "messages: field required (a non-empty array)", param="messages")
+    if not count_only:
+        max_tokens = body.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise RelayError(400, "max_tokens: field required (a positive integer)", param="max_tokens")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise RelayError(
+                400, f"messages.{index}.role: must be 'user', 'assistant' or 'system'", param="messages"
+            )
+        content = message.get("content")
+        if not isinstance(content, str | list):
+            raise RelayError(400, f"messages.{index}.content: must be a string or an array", param="messages")
+    if messages[0].get("role") == "system":
+        raise RelayError(
+            400,
+            "messages.0.role: the first message may not be a system message; use 'system'",
+            param="system",
+        )
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        raise RelayError(400, "system: must be a string or an array of text blocks", param="system")
+    for name in ("tools", "stop_sequences"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, list):
+            raise RelayError(400, f"{name}: must be an array", param=name)
+    sequences = body.get("stop_sequences") or ()
+    if any(not isinstance(s, str) for s in sequences):
+        raise RelayError(400, "stop_sequences: must be an array of strings", param="stop_sequences")
+    for name in ("thinking", "tool_choice", "metadata"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise RelayError(400, f"{name}: must be an object", param=name)
