@@ -92,7 +92,7 @@ def _ensure_npm() -> str:
 
 
 @pytest.fixture(scope="session")
-def claude() -> str:
+def claude(tmp_path_factory) -> str:
     """The pinned Claude Code executable, installed by ``npm ci`` into var/node when the
     installed lockfile differs from the committed one."""
     binary = INSTALL / "node_modules" / ".bin" / "claude"
@@ -111,7 +111,8 @@ def claude() -> str:
             pytest.fail(
                 f"npm ci of Claude Code {VERSION} failed:\n{done.stdout}\n{done.stderr}", pytrace=False
             )
-    version = _run([str(binary), "--version"], timeout=60, env=_environment(INSTALL, "", ""))
+    home = tmp_path_factory.mktemp("claude-version")
+    version = _run([str(binary), "--version"], timeout=60, env=_environment(home, "", ""))
     assert version.stdout.startswith(f"{VERSION} "), version.stdout + version.stderr
     return str(binary)
 
