@@ -473,6 +473,104 @@ def test_tool_call_gemini(client: httpx.Client, fake: FakeUpstream) -> None:
     ]
 
 
+# -- agent turns: call a tool, then answer with its result ----------------------
+
+AGENT = {
+    "tool_call": {"name": "search", "arguments": {"q": "paris"}},
+    "after_tool_result": {"reply": "It said: {tool_result}"},
+}
+ASK = f"weather [[fake:{json.dumps(AGENT)}]]"
+ANSWER = "It said: sunny 21C"
+
+
+def chat_text(client: httpx.Client, body: dict[str, Any]) -> str:
+    """The answer text of a chat completion, read as JSON and as a stream (both must agree)."""
+    data = client.post("/v1/chat/completions", json=body, headers=OPENAI).json()
+    stream = client.post("/v1/chat/completions", json={**body, "stream": True}, headers=OPENAI)
+    chunks = [json.loads(d) for d in sse_data(stream.text)[:-1]]
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert streamed == data["choices"][0]["message"]["content"]
+    return streamed
+
+
+def test_agent_turn_openai(client: httpx.Client, fake: FakeUpstream) -> None:
+    body = chat_body(ASK, tools=TOOLS_OPENAI)
+    data = client.post("/v1/chat/completions", json=body, headers=OPENAI).json()
+    call = data["choices"][0]["message"]["tool_calls"][0]
+    assert call["function"] == {"name": "search", "arguments": '{"q": "paris"}'}
+    assert data["usage"]["completion_tokens"] == 2
+    stream = client.post("/v1/chat/completions", json={**body, "stream": True}, headers=OPENAI)
+    chunks = [json.loads(d) for d in sse_data(stream.text)[:-1]]
+    fragments = [c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] for c in chunks[1:-1]]
+    assert json.loads("".join(fragments)) == {"q": "paris"}
+
+    body["messages"] += [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny 21C"},
+    ]
+    assert chat_text(client, body) == ANSWER
+    assert [r["behaviour_source"] for r in fake.requests] == ["inline"] * 4
+    assert fake.requests[-1]["behaviour"] == {"reply": "It said: {tool_result}"}
+
+
+def test_agent_turn_anthropic(client: httpx.Client) -> None:
+    body = anthropic_body(ASK, tools=TOOLS_ANTHROPIC)
+    data = client.post("/v1/messages", json=body, headers=ANTHROPIC).json()
+    assert data["stop_reason"] == "tool_use"
+    tool_use = data["content"][0]
+    assert (tool_use["name"], tool_use["input"]) == ("search", {"q": "paris"})
+    events = sse_events(client.post("/v1/messages", json={**body, "stream": True}, headers=ANTHROPIC).text)
+    partial = [d["delta"]["partial_json"] for n, d in events if n == "content_block_delta"]
+    assert json.loads("".join(partial)) == {"q": "paris"}
+
+    text = [{"type": "text", "text": "sunny 21C"}]
+    result = {"type": "tool_result", "tool_use_id": tool_use["id"], "content": text}
+    reminder = {"type": "text", "text": "<system-reminder>no directive here</system-reminder>"}
+    body["messages"] += [
+        {"role": "assistant", "content": data["content"]},
+        {"role": "user", "content": [result, reminder]},
+    ]
+    data = client.post("/v1/messages", json=body, headers=ANTHROPIC).json()
+    assert data["stop_reason"] == "end_turn" and data["content"] == [{"type": "text", "text": ANSWER}]
+    events = sse_events(client.post("/v1/messages", json={**body, "stream": True}, headers=ANTHROPIC).text)
+    assert "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta") == ANSWER
+
+
+def test_agent_turn_gemini(client: httpx.Client) -> None:
+    base = "/v1beta/models/gemini-1.5-flash"
+    body = gemini_body(ASK, tools=TOOLS_GEMINI)
+    call = {"functionCall": {"name": "search", "args": {"q": "paris"}}}
+    data = client.post(f"{base}:generateContent", json=body, headers=GEMINI).json()
+    assert data["candidates"][0]["content"]["parts"] == [call]
+    stream = client.post(f"{base}:streamGenerateContent", params={"alt": "sse"}, json=body, headers=GEMINI)
+    assert [json.loads(d)["candidates"][0]["content"]["parts"] for d in sse_data(stream.text)] == [[call]]
+
+    response = {"functionResponse": {"name": "search", "response": {"content": "sunny 21C"}}}
+    body["contents"] += [{"role": "model", "parts": [call]}, {"role": "user", "parts": [response]}]
+    data = client.post(f"{base}:generateContent", json=body, headers=GEMINI).json()
+    assert data["candidates"][0]["content"]["parts"] == [{"text": ANSWER}]
+    for params in ({"alt": "sse"}, {}):
+        stream = client.post(f"{base}:streamGenerateContent", params=params, json=body, headers=GEMINI)
+        chunks = [json.loads(d) for d in sse_data(stream.text)] if params else stream.json()
+        assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks) == ANSWER
+
+
+def test_named_tool_not_offered_answers_with_text(client: httpx.Client) -> None:
+    body = anthropic_body(ASK)  # no tools
+    data = client.post("/v1/messages", json=body, headers=ANTHROPIC).json()
+    assert data["content"] == [{"type": "text", "text": DEFAULT_REPLY}]
+    assert chat_text(client, chat_body(ASK, tools=[])) == DEFAULT_REPLY
+
+
+def test_tool_call_validation(fake: FakeUpstream) -> None:
+    with pytest.raises(ValueError, match="unknown keys"):
+        fake.script({"tool_call": {"tool": "x"}})
+    with pytest.raises(ValueError, match="arguments must be an object"):
+        fake.script({"tool_call": {"name": "x", "arguments": "{}"}})
+    with pytest.raises(ValueError, match="unknown behaviour key"):
+        fake.script({"after_tool_result": {"bogus": 1}})
+
+
 # -- disconnects and control API ----------------------------------------------
 
 

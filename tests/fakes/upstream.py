@@ -53,9 +53,22 @@ A behaviour is a dict with optional, combinable keys:
   abort.
 * ``chunk_delay`` (float s): delay between stream writes (overrides the
   server default).
-* ``reply`` (str): the answer text.
-* ``tool_call`` (bool): call the first tool of the request (``"fake_tool"``
-  if there is none) with arguments ``{"query": "<last user text>"}``.
+* ``reply`` (str): the answer text. ``{tool_result}`` in it is replaced by
+  the texts of the request's tool results (see ``after_tool_result``; joined
+  by newlines, empty when there are none).
+* ``tool_call`` (bool or ``{"name": str, "arguments": {...}}``): call a tool.
+  ``true`` calls the first tool of the request (``"fake_tool"`` if there is
+  none) with arguments ``{"query": "<last user text>"}``. An object names the
+  tool (default: the first) and gives its arguments (default: as for
+  ``true``); a named tool that the request does not offer is not called, the
+  answer is the reply instead.
+* ``after_tool_result`` (behaviour): used instead of the behaviour it is part
+  of when the request carries tool results after its last assistant turn
+  (Anthropic ``tool_result`` blocks, OpenAI ``tool``/``function`` messages,
+  Gemini ``functionResponse`` parts). With ``tool_call`` this scripts a whole
+  agent turn: call the tool, then answer with its output, e.g.
+  ``{"tool_call": {"name": "Bash", "arguments": {"command": "echo hi"}},
+  "after_tool_result": {"reply": "It printed {tool_result}"}}``.
 * ``no_usage`` (bool): omit usage from the response (JSON and streams; for
   OpenAI streams no usage chunk even with ``include_usage``).
 
@@ -64,6 +77,10 @@ A behaviour is a dict with optional, combinable keys:
 empty. Requests rejected before that (bad JSON, 401, validation 400, unknown
 path) do not consume the queue. If the last user message text contains
 ``[[fake:{json}]]`` that JSON is the behaviour and the queue is not consumed.
+A request that carries tool results after its last assistant turn and has no
+directive in its last user message takes the directive of the latest earlier
+user message that has one: the turn that sends the tool results back keeps
+the directive of the turn that asked for the tool.
 
 Deterministic tokens
 --------------------
@@ -81,7 +98,7 @@ Deterministic tokens
   otherwise 0.
 * C = completion words: ``words(reply)``, default reply
   ``"This is a fake answer from the fake upstream."`` (C = 9). For tool calls
-  C = ``words(json.dumps({"query": text}))``, e.g. 3 for ``"hi there"``.
+  C = ``words(json.dumps(arguments))``, e.g. 3 for ``{"query": "hi there"}``.
 * OpenAI/Azure: ``prompt_tokens = W + N``, ``completion_tokens = C * n``,
   ``total_tokens`` = sum, ``prompt_tokens_details.cached_tokens = N``.
   Embeddings: ``prompt_tokens = total_tokens = W``.
@@ -153,7 +170,8 @@ _BEHAVIOUR_TYPES: dict[str, tuple[type, ...]] = {
     "cut_after": (int,),
     "chunk_delay": (int, float),
     "reply": (str,),
-    "tool_call": (bool,),
+    "tool_call": (bool, dict),
+    "after_tool_result": (dict,),
     "no_usage": (bool,),
 }
 _INLINE_RE = re.compile(r"\[\[fake:(\{.*?\})\]\]", re.DOTALL)
@@ -213,7 +231,20 @@ def validate_behaviour(behaviour: Any) -> JSON:
     status = behaviour.get("status")
     if status is not None and not 400 <= status <= 599:
         raise ValueError("behaviour 'status' must be an HTTP error status (400-599)")
-    return dict(behaviour)
+    checked = dict(behaviour)
+    tool_call = behaviour.get("tool_call")
+    if isinstance(tool_call, dict):
+        unknown = set(tool_call) - {"name", "arguments"}
+        if unknown:
+            raise ValueError(f"behaviour 'tool_call' has unknown keys {sorted(unknown)}")
+        if not isinstance(tool_call.get("name", ""), str):
+            raise ValueError("behaviour 'tool_call' name must be a string")
+        if not isinstance(tool_call.get("arguments", {}), dict):
+            raise ValueError("behaviour 'tool_call' arguments must be an object")
+        checked["tool_call"] = copy.deepcopy(tool_call)
+    if "after_tool_result" in behaviour:
+        checked["after_tool_result"] = validate_behaviour(behaviour["after_tool_result"])
+    return checked
 
 
 def words(text: str) -> int:
@@ -334,27 +365,96 @@ def embedding_vector(item: Any, dimensions: int = EMBEDDING_DIMENSIONS) -> list[
     return [v / 32768.0 for v in struct.unpack(f"<{dimensions}h", digest)]
 
 
-def _first_tool_name(body: JSON, protocol: str) -> str:
+def _tool_names(body: JSON, protocol: str) -> list[str]:
+    """Names of the tools a request offers, in order."""
+    names: list[str] = []
     tools = body.get("tools")
-    if isinstance(tools, list) and tools and isinstance(tools[0], dict):
-        tool = tools[0]
-        if protocol == "anthropic" and isinstance(tool.get("name"), str):
-            return tool["name"]
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, dict):
+            continue
         if protocol == "gemini":
             declarations = tool.get("functionDeclarations", tool.get("function_declarations"))
-            if isinstance(declarations, list) and declarations:
-                name = declarations[0].get("name") if isinstance(declarations[0], dict) else None
-                if isinstance(name, str):
-                    return name
+            for declaration in declarations if isinstance(declarations, list) else ():
+                if isinstance(declaration, dict) and isinstance(declaration.get("name"), str):
+                    names.append(declaration["name"])
+            continue
         function = tool.get("function")
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            return function["name"]
+        if protocol == "anthropic" and isinstance(tool.get("name"), str):
+            names.append(tool["name"])
+        elif isinstance(function, dict) and isinstance(function.get("name"), str):
+            names.append(function["name"])
     functions = body.get("functions")
-    if isinstance(functions, list) and functions and isinstance(functions[0], dict):
-        name = functions[0].get("name")
-        if isinstance(name, str):
-            return name
-    return DEFAULT_TOOL_NAME
+    for function in functions if isinstance(functions, list) else ():
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            names.append(function["name"])
+    return names
+
+
+def _chat_tool_results(body: JSON) -> list[str] | None:
+    """Texts of the tool results after the last assistant message of an OpenAI chat or
+    Anthropic messages request (``tool``/``function`` messages, ``tool_result`` blocks), or
+    None if there are none."""
+    messages = _messages(body)
+    roles = [message.get("role") for message in messages]
+    last_assistant = max((i for i, role in enumerate(roles) if role == "assistant"), default=-1)
+    found = False
+    texts: list[str] = []
+    for message in messages[last_assistant + 1 :]:
+        content = message.get("content")
+        if message.get("role") in ("tool", "function"):
+            found = True
+            texts.extend(_block_texts(content))
+        elif message.get("role") == "user" and isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    found = True
+                    texts.extend(_block_texts(block.get("content")))
+    return texts if found else None
+
+
+def _chat_user_texts(body: JSON) -> list[str]:
+    """Texts of the user messages, the last one first."""
+    return [
+        " ".join(_block_texts(message.get("content")))
+        for message in reversed(_messages(body))
+        if message.get("role") == "user"
+    ]
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a JSON value, in order."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+def _gemini_tool_results(body: JSON) -> list[str] | None:
+    """Texts (every string of the ``response``) of the ``functionResponse`` parts after the
+    last ``model`` turn, or None if there are none."""
+    contents = _gemini_contents(body)
+    last_model = max((i for i, c in enumerate(contents) if c.get("role") == "model"), default=-1)
+    found = False
+    texts: list[str] = []
+    for content in contents[last_model + 1 :]:
+        parts = content.get("parts")
+        for part in parts if isinstance(parts, list) else ():
+            response = part.get("functionResponse") if isinstance(part, dict) else None
+            if isinstance(response, dict):
+                found = True
+                texts.extend(_strings(response.get("response")))
+    return texts if found else None
+
+
+def _gemini_user_texts(body: JSON) -> list[str]:
+    return [
+        " ".join(_gemini_parts_text(content))
+        for content in reversed(_gemini_contents(body))
+        if content.get("role", "user") == "user"
+    ]
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
@@ -443,6 +543,7 @@ class _Call:
     prompt_words: int = 1
     cached: int = 0
     user_text: str = ""
+    tool_results: list[str] | None = None
     cut: bool = False
     response: web.StreamResponse | None = None
 
@@ -461,6 +562,8 @@ class _Endpoint:
     texts: Callable[[JSON], list[str]] = lambda body: []
     user_text: Callable[[JSON], str] = lambda body: ""
     needs_body: bool = True
+    tool_results: Callable[[JSON], list[str] | None] = lambda body: None
+    user_texts: Callable[[JSON], list[str]] = lambda body: []
 
 
 def error_body(error_format: str, status: int, message: str) -> JSON:
@@ -497,7 +600,10 @@ class FakeServer:
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        openai_chat = _Endpoint("openai", self._chat, self._validate_chat, _chat_texts, _last_user_chat_text)
+        conversation = {"tool_results": _chat_tool_results, "user_texts": _chat_user_texts}
+        openai_chat = _Endpoint(
+            "openai", self._chat, self._validate_chat, _chat_texts, _last_user_chat_text, **conversation
+        )
         openai_completions = _Endpoint(
             "openai",
             self._completions,
@@ -518,6 +624,7 @@ class FakeServer:
             self._validate_messages,
             _chat_texts,
             _last_user_chat_text,
+            **conversation,
         )
         count_tokens = _Endpoint(
             "anthropic",
@@ -551,6 +658,8 @@ class FakeServer:
                 self._azure_validate(endpoint.validate),
                 endpoint.texts,
                 endpoint.user_text,
+                tool_results=endpoint.tool_results,
+                user_texts=endpoint.user_texts,
             )
             add(
                 "POST",
@@ -664,10 +773,15 @@ class FakeServer:
         except _ApiError as exc:
             return await self._send_error(call, exc.status, exc.message)
         call.user_text = endpoint.user_text(call.body)
+        call.tool_results = endpoint.tool_results(call.body)
+        # a turn that sends tool results back keeps the directive of the turn that asked
+        earlier = endpoint.user_texts(call.body)[1:] if call.tool_results is not None else []
         try:
-            behaviour, source = self._behaviour(call.user_text)
+            behaviour, source = self._behaviour([call.user_text, *earlier])
         except ValueError as exc:
             return await self._send_error(call, 400, f"fake upstream: bad directive: {exc}")
+        if call.tool_results is not None and "after_tool_result" in behaviour:
+            behaviour = behaviour["after_tool_result"]
         call.behaviour = behaviour
         self.state.update(call.record, behaviour=behaviour, behaviour_source=source)
         call.prompt_words = max(1, sum(words(t) for t in endpoint.texts(call.body)))
@@ -682,10 +796,12 @@ class FakeServer:
             return await self._send_error(call, status, message, headers)
         return await endpoint.respond(call)
 
-    def _behaviour(self, user_text: str) -> tuple[JSON, str]:
-        match = _INLINE_RE.search(user_text)
-        if match:
-            return validate_behaviour(json.loads(match.group(1))), "inline"
+    def _behaviour(self, user_texts: list[str]) -> tuple[JSON, str]:
+        """The behaviour of the first directive in ``user_texts``, else the script's next."""
+        for text in user_texts:
+            match = _INLINE_RE.search(text)
+            if match:
+                return validate_behaviour(json.loads(match.group(1))), "inline"
         scripted = self.state.take()
         if scripted is not None:
             return scripted, "script"
@@ -795,12 +911,22 @@ class FakeServer:
     # -- shared answer pieces ---------------------------------------------
 
     def _reply(self, call: _Call) -> str:
-        return call.behaviour.get("reply", DEFAULT_REPLY)
+        reply = call.behaviour.get("reply", DEFAULT_REPLY)
+        return reply.replace("{tool_result}", "\n".join(call.tool_results or []))
 
-    def _tool(self, call: _Call) -> tuple[str, str]:
-        """Name and JSON arguments of the tool call answer."""
-        name = _first_tool_name(call.body, call.error_format)
-        return name, json.dumps({"query": call.user_text})
+    def _tool(self, call: _Call) -> tuple[str, JSON, str] | None:
+        """Name, arguments and JSON arguments of the tool call answer, or None to answer
+        with text (no ``tool_call``, or a named tool the request does not offer)."""
+        wanted = call.behaviour.get("tool_call")
+        if not wanted:
+            return None
+        spec = wanted if isinstance(wanted, dict) else {}
+        offered = _tool_names(call.body, call.error_format)
+        name = spec.get("name") or (offered[0] if offered else DEFAULT_TOOL_NAME)
+        if spec.get("name") and name not in offered:
+            return None
+        arguments = spec.get("arguments", {"query": call.user_text})
+        return name, arguments, json.dumps(arguments)
 
     def _stream_requested(self, call: _Call) -> bool:
         return call.body.get("stream") is True
@@ -869,9 +995,9 @@ class FakeServer:
     async def _chat(self, call: _Call) -> web.StreamResponse:
         n = self._choices_count(call)
         ident = f"chatcmpl-fake-{call.seq}"
-        tool = self._tool(call) if call.behaviour.get("tool_call") else None
+        tool = self._tool(call)
         reply = self._reply(call)
-        completion = words(tool[1] if tool else reply) * n
+        completion = words(tool[2] if tool else reply) * n
         if self._stream_requested(call):
             return await self._stream(
                 call, self._chat_items(call, ident, n, tool, reply), "text/event-stream"
@@ -883,7 +1009,7 @@ class FakeServer:
                 {
                     "id": "call_fake_1",
                     "type": "function",
-                    "function": {"name": tool[0], "arguments": tool[1]},
+                    "function": {"name": tool[0], "arguments": tool[2]},
                 }
             ]
         payload: JSON = {
@@ -907,7 +1033,9 @@ class FakeServer:
             del payload["usage"]
         return await self._send_json(call, payload)
 
-    def _chat_items(self, call: _Call, ident: str, n: int, tool: tuple[str, str] | None, reply: str) -> Items:
+    def _chat_items(
+        self, call: _Call, ident: str, n: int, tool: tuple[str, JSON, str] | None, reply: str
+    ) -> Items:
         include_usage = self._include_usage(call)
 
         def chunk(choices: list[JSON], usage: JSON | None = None) -> bytes:
@@ -933,7 +1061,7 @@ class FakeServer:
 
         items: Items = []
         if tool:
-            name, arguments = tool
+            name, _, arguments = tool
             header = {
                 "index": 0,
                 "id": "call_fake_1",
@@ -1074,9 +1202,9 @@ class FakeServer:
 
     async def _messages(self, call: _Call) -> web.StreamResponse:
         ident = f"msg_fake_{call.seq}"
-        tool = self._tool(call) if call.behaviour.get("tool_call") else None
+        tool = self._tool(call)
         reply = self._reply(call)
-        output_tokens = words(tool[1] if tool else reply)
+        output_tokens = words(tool[2] if tool else reply)
         stop_reason = "tool_use" if tool else "end_turn"
         no_usage = bool(call.behaviour.get("no_usage"))
         message: JSON = {
@@ -1095,7 +1223,7 @@ class FakeServer:
                     "type": "tool_use",
                     "id": "toolu_fake_1",
                     "name": tool[0],
-                    "input": {"query": call.user_text},
+                    "input": tool[1],
                 }
             else:
                 block = {"type": "text", "text": reply}
@@ -1120,7 +1248,7 @@ class FakeServer:
                 "name": tool[0],
                 "input": {},
             }
-            deltas = [{"type": "input_json_delta", "partial_json": f} for f in _fragments(tool[1])]
+            deltas = [{"type": "input_json_delta", "partial_json": f} for f in _fragments(tool[2])]
         else:
             start = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": p} for p in pieces(reply)]
@@ -1157,7 +1285,15 @@ class FakeServer:
             if not isinstance(call.body.get("contents"), list):
                 raise _ApiError(400, "* GenerateContentRequest.contents: contents is not specified")
 
-        endpoint = _Endpoint("gemini", respond, validate, _gemini_texts, _last_user_gemini_text)
+        endpoint = _Endpoint(
+            "gemini",
+            respond,
+            validate,
+            _gemini_texts,
+            _last_user_gemini_text,
+            tool_results=_gemini_tool_results,
+            user_texts=_gemini_user_texts,
+        )
         return await self._handle(request, endpoint)
 
     async def _gemini_models(self, call: _Call) -> web.StreamResponse:
@@ -1188,9 +1324,9 @@ class FakeServer:
         return usage
 
     async def _generate(self, call: _Call) -> web.StreamResponse:
-        tool = self._tool(call) if call.behaviour.get("tool_call") else None
+        tool = self._tool(call)
         reply = self._reply(call)
-        candidates = words(tool[1] if tool else reply)
+        candidates = words(tool[2] if tool else reply)
         response_id = f"fake-{call.seq}"
 
         def response(parts: list[JSON], last: bool) -> JSON:
@@ -1204,7 +1340,7 @@ class FakeServer:
             return data
 
         if tool:
-            function_call = {"name": tool[0], "args": {"query": call.user_text}}
+            function_call = {"name": tool[0], "args": tool[1]}
             chunks = [[{"functionCall": function_call}]]
         else:
             chunks = [[{"text": p}] for p in pieces(reply)] or [[{"text": ""}]]
