@@ -86,7 +86,7 @@ class RelayApp:
     async def _periodic_jobs(self) -> None:
         """Celery beat's schedule for the jobs the embedded default needs, run in a worker
         thread of this process (settlement and reservations have their own paths)."""
-        due: dict[str, float] = {}
+        last: dict[str, float] = {}
         while True:
             await asyncio.sleep(JOBS_TICK)
             now = time.monotonic()
@@ -94,11 +94,11 @@ class RelayApp:
                 interval = float(settings.CELERY_BEAT_SCHEDULE.get(name, {}).get("schedule", 0) or 0)
                 if interval <= 0:
                     continue
-                if name not in due:
-                    due[name] = now + min(interval, FIRST_RUN_DELAY)
-                if now < due[name]:
+                if name not in last:  # the first run soon after start, not a whole interval later
+                    last[name] = now - interval + min(interval, FIRST_RUN_DELAY)
+                if now - last[name] < interval:
                     continue
-                due[name] = now + interval
+                last[name] = now
                 try:
                     task = import_string(task_path)
                     await sync_to_async(task, thread_sensitive=False)()

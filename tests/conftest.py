@@ -85,6 +85,19 @@ class GatewayServer:
         self.thread.join(timeout=10)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_in_process_jobs():
+    """The embedded default probes providers and purges logs in process (relay.app); in the
+    suite a probe would consume a fake upstream's scripted answer, so those jobs run only
+    in the tests that turn them on (interval > 0)."""
+    schedule = settings.CELERY_BEAT_SCHEDULE
+    saved = {name: dict(schedule[name]) for name in ("check-providers", "purge-usage-logs")}
+    for name in saved:
+        schedule[name] = {**schedule[name], "schedule": 0}
+    yield
+    schedule.update(saved)
+
+
 @pytest.fixture(scope="session")
 def gateway_server(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():

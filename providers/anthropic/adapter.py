@@ -47,7 +47,9 @@ from providers.base import (
 )
 from providers.formats.anthropic_messages import tool_id, usage_from_anthropic
 from providers.formats.openai_chat import (
+    Turns,
     completion_id,
+    conversation,
     merge_params,
     parse_arguments,
     parse_data_url,
@@ -154,22 +156,9 @@ def _system_blocks(body: dict) -> list[dict]:
 
 
 def _conversation(body: dict) -> list[dict]:
-    merged: list[dict] = []
-
-    def add(role: str, blocks: list[dict]) -> None:
-        if not blocks:
-            return
-        if merged and merged[-1]["role"] == role:
-            merged[-1]["content"].extend(blocks)
-        else:
-            merged.append({"role": role, "content": list(blocks)})
-
-    for message in body.get("messages") or ():
-        if not isinstance(message, dict):
-            continue
-        role = message.get("role")
-        if role in ("system", "developer"):
-            continue
+    turns = Turns("content")
+    add = turns.add
+    for role, message in conversation(body):
         if role == "assistant":
             blocks = _content_blocks(message.get("content"))
             for call in message.get("tool_calls") or ():
@@ -199,6 +188,7 @@ def _conversation(body: dict) -> list[dict]:
         else:  # user (and anything unknown, treated as user input)
             add("user", _content_blocks(message.get("content")))
 
+    merged = turns.turns
     for message in merged:
         if message["role"] == "user":
             # tool_result blocks must come before any other content of the message

@@ -267,6 +267,11 @@ def wants_thinking(body: dict) -> bool:
     return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
 
 
+def shows_thinking(body: dict) -> bool:
+    """Thinking asked for and its text wanted (``display: "omitted"`` asks for none)."""
+    return wants_thinking(body) and body["thinking"].get("display") != "omitted"
+
+
 def reasoning_effort(body: dict) -> str:
     """An OpenAI ``reasoning_effort`` for the client's thinking request: the budget for
     ``enabled`` (under 4k tokens low, under 16k medium, else high), the requested effort

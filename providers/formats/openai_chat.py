@@ -89,3 +89,28 @@ def merge_params(body: dict, extra: dict) -> dict:
         else:
             body[key] = value
     return body
+
+
+def conversation(body: dict):
+    """The chat messages other than system/developer ones (which providers with a separate
+    system field gather themselves), as (role, message) pairs."""
+    for message in body.get("messages") or ():
+        if isinstance(message, dict) and message.get("role") not in ("system", "developer"):
+            yield message.get("role"), message
+
+
+class Turns:
+    """A conversation for providers that require alternating roles (Anthropic, Gemini):
+    consecutive items of the same role are merged into one turn under ``key``."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.turns: list[dict] = []
+
+    def add(self, role: str, items: list[dict]) -> None:
+        if not items:
+            return
+        if self.turns and self.turns[-1]["role"] == role:
+            self.turns[-1][self.key].extend(items)
+        else:
+            self.turns.append({"role": role, self.key: list(items)})

@@ -41,8 +41,10 @@ from providers.base import (
     sse,
 )
 from providers.formats.openai_chat import (
+    Turns,
     completion_id,
     content_text,
+    conversation,
     merge_params,
     parse_data_url,
     usage_dict,
@@ -252,23 +254,10 @@ def _thought_signature(call: dict) -> str | None:
 
 
 def _contents(body: dict) -> list[dict]:
-    contents: list[dict] = []
+    turns = Turns("parts")
+    add = turns.add
     names: dict[str, str] = {}
-
-    def add(role: str, parts: list[dict]) -> None:
-        if not parts:
-            return
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": list(parts)})
-
-    for message in body.get("messages") or ():
-        if not isinstance(message, dict):
-            continue
-        role = message.get("role")
-        if role in ("system", "developer"):
-            continue
+    for role, message in conversation(body):
         if role == "assistant":
             parts = _parts(message.get("content"))
             for position, call in enumerate(message.get("tool_calls") or ()):
@@ -296,7 +285,7 @@ def _contents(body: dict) -> list[dict]:
             add("user", [{"functionResponse": {"name": name, "response": response}}])
         else:
             add("user", _parts(message.get("content")))
-    return contents
+    return turns.turns
 
 
 def _tools(body: dict) -> list[dict]:

@@ -22,6 +22,22 @@ from ..protocols import Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class Doc:
+    """How the endpoint appears in the OpenAPI schema (``relay.openapi``)."""
+
+    operation_id: str
+    summary: str
+    tag: str
+    response: str  # a schema name from the module's SCHEMAS
+    response_text: str
+    request: str | None = None
+    stream: bool = False  # answers server-sent events with ``stream: true``
+    description: str = ""
+    parameters: tuple[dict, ...] = ()
+    path: str | None = None  # the templated path, for prefix endpoints
+
+
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     path: str  # exact, or a prefix ending in "/" when ``prefix`` is set
     method: str
@@ -32,3 +48,4 @@ class Endpoint:
     authenticated: bool = True
     prefix: bool = False  # ``path`` is a prefix; the rest of the path is the handler's argument
     also: tuple[str, ...] = field(default=())  # further methods served the same way (HEAD)
+    doc: Doc | None = None

@@ -10,8 +10,9 @@ from .. import tokens
 from ..config import Route
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
+from ..openapi import OPEN, ref
 from ..protocols.openai import OPENAI, check_chat, include_usage
-from . import Endpoint
+from . import Doc, Endpoint
 from .common import parse_json, require_model, resolve, stream_flag
 
 
@@ -60,5 +61,101 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
 
 
 ENDPOINTS = [
-    Endpoint("/v1/chat/completions", "POST", OPENAI, request_type="chat", prepare=prepare),
+    Endpoint(
+        "/v1/chat/completions",
+        "POST",
+        OPENAI,
+        request_type="chat",
+        prepare=prepare,
+        doc=Doc(
+            "relay_chat_completions",
+            "Chat completion (OpenAI-compatible, any provider)",
+            "relay: OpenAI",
+            "ChatCompletion",
+            "The completion.",
+            request="ChatCompletionRequest",
+            stream=True,
+            description="Routed to a provider serving `model`, with failover; billed from the "
+            "upstream's usage. Parameters a provider cannot honour (see docs/providers.md) "
+            "skip that provider, or are refused with 400 naming them.",
+        ),
+    ),
 ]
+
+
+# --- OpenAPI: the shapes this module answers with ------------------------------------
+
+SCHEMAS: dict[str, dict] = {
+    "ChatMessage": {
+        "type": "object",
+        "required": ["role"],
+        "additionalProperties": True,
+        "properties": {
+            "role": {"type": "string", "enum": ["system", "developer", "user", "assistant", "tool"]},
+            "content": {
+                "nullable": True,
+                "oneOf": [{"type": "string"}, {"type": "array", "items": OPEN}],
+            },
+            "name": {"type": "string"},
+            "tool_calls": {"type": "array", "items": OPEN},
+            "tool_call_id": {"type": "string"},
+        },
+    },
+    "ChatCompletionRequest": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "additionalProperties": True,
+        "description": "OpenAI's chat completion request; unknown fields are passed upstream.",
+        "properties": {
+            "model": {"type": "string", "example": "gpt-4o-mini"},
+            "messages": {"type": "array", "minItems": 1, "items": ref("ChatMessage")},
+            "stream": {"type": "boolean", "default": False},
+            "stream_options": {
+                "type": "object",
+                "nullable": True,
+                "properties": {"include_usage": {"type": "boolean"}},
+            },
+            "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
+            "max_completion_tokens": {"type": "integer", "minimum": 1, "nullable": True},
+            "temperature": {"type": "number", "nullable": True},
+            "top_p": {"type": "number", "nullable": True},
+            "tools": {"type": "array", "items": OPEN},
+            "tool_choice": {"oneOf": [{"type": "string"}, OPEN]},
+            "response_format": OPEN,
+            "user": {"type": "string"},
+        },
+    },
+    "Usage": {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {
+            "prompt_tokens": {"type": "integer"},
+            "completion_tokens": {"type": "integer"},
+            "total_tokens": {"type": "integer"},
+        },
+    },
+    "ChatCompletion": {
+        "type": "object",
+        "required": ["id", "object", "choices"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["chat.completion"]},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "message": ref("ChatMessage"),
+                        "finish_reason": {"type": "string", "nullable": True},
+                    },
+                },
+            },
+            "usage": ref("Usage"),
+        },
+    },
+}

@@ -13,8 +13,9 @@ from ..config import Route
 from ..errors import RelayError
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
+from ..openapi import OPEN, ref
 from ..protocols.openai import OPENAI, include_usage
-from . import Endpoint
+from . import Doc, Endpoint
 from .common import parse_json, require_model, resolve, stream_flag
 
 
@@ -78,6 +79,92 @@ async def prepare_embedding(ctx: Context, raw: bytes, record: UsageRecord) -> tu
 
 
 ENDPOINTS = [
-    Endpoint("/v1/completions", "POST", OPENAI, request_type="completion", prepare=prepare_completion),
-    Endpoint("/v1/embeddings", "POST", OPENAI, request_type="embedding", prepare=prepare_embedding),
+    Endpoint(
+        "/v1/completions",
+        "POST",
+        OPENAI,
+        request_type="completion",
+        prepare=prepare_completion,
+        doc=Doc(
+            "relay_completions",
+            "Text completion (legacy OpenAI)",
+            "relay: OpenAI",
+            "Completion",
+            "The completion.",
+            request="CompletionRequest",
+            stream=True,
+        ),
+    ),
+    Endpoint(
+        "/v1/embeddings",
+        "POST",
+        OPENAI,
+        request_type="embedding",
+        prepare=prepare_embedding,
+        doc=Doc(
+            "relay_embeddings",
+            "Embeddings",
+            "relay: OpenAI",
+            "EmbeddingList",
+            "The embeddings.",
+            request="EmbeddingRequest",
+        ),
+    ),
 ]
+
+
+# --- OpenAPI: the shapes this module answers with ------------------------------------
+
+SCHEMAS: dict[str, dict] = {
+    "CompletionRequest": {
+        "type": "object",
+        "required": ["model", "prompt"],
+        "additionalProperties": True,
+        "properties": {
+            "model": {"type": "string", "example": "gpt-3.5-turbo-instruct"},
+            "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "stream": {"type": "boolean", "default": False},
+            "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
+        },
+    },
+    "Completion": {
+        "type": "object",
+        "required": ["id", "object", "choices"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["text_completion"]},
+            "choices": {"type": "array", "items": OPEN},
+            "usage": ref("Usage"),
+        },
+    },
+    "EmbeddingRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "additionalProperties": True,
+        "properties": {
+            "model": {"type": "string", "example": "text-embedding-3-small"},
+            "input": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}},
+                    {"type": "array", "items": {"type": "integer"}},
+                    {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+                ]
+            },
+            "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+            "dimensions": {"type": "integer", "minimum": 1},
+        },
+    },
+    "EmbeddingList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "additionalProperties": True,
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": OPEN},
+            "model": {"type": "string"},
+            "usage": ref("Usage"),
+        },
+    },
+}

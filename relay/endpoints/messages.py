@@ -16,6 +16,7 @@ from providers.formats.anthropic_messages import (
     ChatStreamToMessages,
     chat_to_messages,
     messages_to_chat,
+    shows_thinking,
     wants_thinking,
 )
 from providers.formats.anthropic_messages import usage_from_anthropic as anthropic_usage
@@ -25,8 +26,9 @@ from .. import tokens
 from ..config import Route
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
+from ..openapi import OPEN
 from ..protocols.anthropic import ANTHROPIC, check_messages
-from . import Endpoint
+from . import Doc, Endpoint
 from .common import parse_json, require_model, resolve, stream_flag
 
 logger = logging.getLogger("relay")
@@ -50,13 +52,18 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
     info, routes = await resolve(ctx, model, Capability.MESSAGES, Capability.CHAT, what="messages")
     record.price = info.price
     beta = ctx.header(b"anthropic-beta")
-    thinking = wants_thinking(body)
+    reasoning = wants_thinking(body) and info.reasoning  # ask a reasoning model for it
+    thinking = shows_thinking(body)  # and show it as thinking blocks
     sequences = tuple(body.get("stop_sequences") or ())
     chat_body: dict = {}
 
     def as_chat() -> dict:
         if not chat_body:
-            chat_body.update(messages_to_chat(body, reasoning=thinking and info.reasoning))
+            chat_body.update(messages_to_chat(body, reasoning=reasoning))
+            limit = info.max_output_tokens
+            if limit and chat_body.get("max_tokens", 0) > limit:
+                # Anthropic clients ask for their own models' limits (Claude Code: 128k)
+                chat_body["max_tokens"] = limit
         return chat_body
 
     def build(adapter: Adapter, route: Route):
@@ -81,6 +88,7 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
                 input_tokens=tokens.count_chat_prompt(as_chat()),
                 thinking=thinking,
                 stop_sequences=sequences,
+                count_tokens=tokens.count_text,
             ),
         )
 
@@ -124,6 +132,88 @@ async def count_tokens(ctx: Context, relay) -> None:
 
 
 ENDPOINTS = [
-    Endpoint("/v1/messages", "POST", ANTHROPIC, request_type="messages", prepare=prepare),
-    Endpoint("/v1/messages/count_tokens", "POST", ANTHROPIC, handle=count_tokens),
+    Endpoint(
+        "/v1/messages",
+        "POST",
+        ANTHROPIC,
+        request_type="messages",
+        prepare=prepare,
+        doc=Doc(
+            "relay_messages",
+            "Anthropic Messages, for any model",
+            "relay: Anthropic",
+            "Message",
+            "The message.",
+            request="MessagesRequest",
+            stream=True,
+            description="Passed through to Anthropic-type providers; translated to and from chat "
+            "for every other type (system messages anywhere, thinking, tools, stop sequences).",
+        ),
+    ),
+    Endpoint(
+        "/v1/messages/count_tokens",
+        "POST",
+        ANTHROPIC,
+        handle=count_tokens,
+        doc=Doc(
+            "relay_messages_count_tokens",
+            "Count the input tokens of a Messages request",
+            "relay: Anthropic",
+            "TokenCount",
+            "The count.",
+            request="MessagesRequest",
+            description="Counted by the provider for Anthropic-type routes, locally (cl100k) otherwise.",
+        ),
+    ),
 ]
+
+
+# --- OpenAPI: the shapes this module answers with ------------------------------------
+
+SCHEMAS: dict[str, dict] = {
+    "MessagesRequest": {
+        "type": "object",
+        "required": ["model", "messages", "max_tokens"],
+        "additionalProperties": True,
+        "description": "Anthropic's Messages request, for any model (translated for other providers).",
+        "properties": {
+            "model": {"type": "string", "example": "claude-3-5-sonnet-latest"},
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "system": {"oneOf": [{"type": "string"}, {"type": "array", "items": OPEN}]},
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["role", "content"],
+                    "additionalProperties": True,
+                    "properties": {
+                        "role": {"type": "string", "enum": ["user", "assistant"]},
+                        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": OPEN}]},
+                    },
+                },
+            },
+            "stream": {"type": "boolean", "default": False},
+            "tools": {"type": "array", "items": OPEN},
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["id", "type", "role", "content"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": "string", "enum": ["message"]},
+            "role": {"type": "string", "enum": ["assistant"]},
+            "content": {"type": "array", "items": OPEN},
+            "model": {"type": "string"},
+            "stop_reason": {"type": "string", "nullable": True},
+            "usage": OPEN,
+        },
+    },
+    "TokenCount": {
+        "type": "object",
+        "required": ["input_tokens"],
+        "properties": {"input_tokens": {"type": "integer"}},
+    },
+}

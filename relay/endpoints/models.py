@@ -7,8 +7,9 @@ import orjson
 from ..config import CONFIG, ModelInfo
 from ..errors import RelayError
 from ..http import Context
+from ..openapi import ref
 from ..protocols.openai import OPENAI
-from . import Endpoint
+from . import Doc, Endpoint
 
 
 def _model_object(info: ModelInfo) -> dict:
@@ -32,6 +33,53 @@ async def retrieve_model(ctx: Context, relay) -> None:
 
 
 ENDPOINTS = [
-    Endpoint("/v1/models", "GET", OPENAI, handle=list_models),
-    Endpoint("/v1/models/", "GET", OPENAI, handle=retrieve_model, prefix=True),
+    Endpoint(
+        "/v1/models",
+        "GET",
+        OPENAI,
+        handle=list_models,
+        doc=Doc(
+            "relay_models_list", "Models this key may call", "relay: models", "RelayModelList", "The models."
+        ),
+    ),
+    Endpoint(
+        "/v1/models/",
+        "GET",
+        OPENAI,
+        handle=retrieve_model,
+        prefix=True,
+        doc=Doc(
+            "relay_models_retrieve",
+            "One model",
+            "relay: models",
+            "RelayModel",
+            "The model.",
+            parameters=({"name": "model", "in": "path", "required": True, "schema": {"type": "string"}},),
+            path="/v1/models/{model}",
+        ),
+    ),
 ]
+
+
+# --- OpenAPI: the shapes this module answers with ------------------------------------
+
+SCHEMAS: dict[str, dict] = {
+    "RelayModel": {
+        "type": "object",
+        "required": ["id", "object"],
+        "properties": {
+            "id": {"type": "string", "example": "gpt-4o-mini"},
+            "object": {"type": "string", "enum": ["model"]},
+            "created": {"type": "integer"},
+            "owned_by": {"type": "string"},
+        },
+    },
+    "RelayModelList": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": ref("RelayModel")},
+        },
+    },
+}

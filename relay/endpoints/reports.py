@@ -16,7 +16,7 @@ from core.money import from_nanos
 from ..errors import RelayError
 from ..http import Context
 from ..protocols.openai import OPENAI
-from . import Endpoint
+from . import Doc, Endpoint
 
 
 def _dates(ctx: Context, default_days: int | None = None) -> tuple[date, date]:
@@ -94,8 +94,98 @@ async def billing_usage(ctx: Context, relay) -> None:
     await ctx.respond(200, orjson.dumps({"object": "list", "total_usage": float(from_nanos(cost) * 100)}))
 
 
+DATES = tuple(
+    {"name": name, "in": "query", "required": False, "schema": {"type": "string", "format": "date"}}
+    for name in ("start_date", "end_date")
+)
+
+
 ENDPOINTS = [
-    Endpoint("/v1/usage", "GET", OPENAI, handle=usage),
-    Endpoint("/v1/dashboard/billing/subscription", "GET", OPENAI, handle=billing_subscription),
-    Endpoint("/v1/dashboard/billing/usage", "GET", OPENAI, handle=billing_usage),
+    Endpoint(
+        "/v1/usage",
+        "GET",
+        OPENAI,
+        handle=usage,
+        doc=Doc(
+            "relay_usage",
+            "This key's requests, tokens and cost per model over a period",
+            "relay: usage",
+            "RelayUsage",
+            "The usage.",
+            parameters=DATES,
+        ),
+    ),
+    Endpoint(
+        "/v1/dashboard/billing/subscription",
+        "GET",
+        OPENAI,
+        handle=billing_subscription,
+        doc=Doc(
+            "relay_billing_subscription",
+            "OpenAI-style billing subscription: hard_limit_usd minus usage is what is left",
+            "relay: usage",
+            "BillingSubscription",
+            "The limits.",
+        ),
+    ),
+    Endpoint(
+        "/v1/dashboard/billing/usage",
+        "GET",
+        OPENAI,
+        handle=billing_usage,
+        doc=Doc(
+            "relay_billing_usage",
+            "OpenAI-style billing usage in cents (all time without dates)",
+            "relay: usage",
+            "BillingUsage",
+            "The usage.",
+            parameters=DATES,
+        ),
+    ),
 ]
+
+
+# --- OpenAPI ----------------------------------------------------------------------------
+
+_USAGE_TOTALS = {
+    "type": "object",
+    "properties": {
+        **{name: {"type": "integer"} for name in (
+            "requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens"
+        )},
+        "cost": {"type": "string", "description": "Decimal amount, e.g. 0.000021000"},
+    },
+}  # fmt: skip
+SCHEMAS: dict[str, dict] = {
+    "RelayUsage": {
+        "type": "object",
+        "properties": {
+            "object": {"type": "string", "enum": ["usage"]},
+            "key": {"type": "string", "description": "The key's prefix."},
+            "start_date": {"type": "string", "format": "date"},
+            "end_date": {"type": "string", "format": "date"},
+            "currency": {"type": "string"},
+            "total": _USAGE_TOTALS,
+            "data": {
+                "type": "array",
+                "items": {"allOf": [_USAGE_TOTALS, {"properties": {"model": {"type": "string"}}}]},
+            },
+        },
+    },
+    "BillingSubscription": {
+        "type": "object",
+        "properties": {
+            "object": {"type": "string", "enum": ["billing_subscription"]},
+            "has_payment_method": {"type": "boolean"},
+            "soft_limit_usd": {"type": "number"},
+            "hard_limit_usd": {"type": "number"},
+            "system_hard_limit_usd": {"type": "number"},
+            "access_until": {"type": "integer"},
+            "remaining_usd": {"type": "number"},
+        },
+    },
+    "BillingUsage": {
+        "type": "object",
+        "properties": {"object": {"type": "string"}, "total_usage": {"type": "number"}},
+    },
+}

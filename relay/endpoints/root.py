@@ -7,7 +7,7 @@ import orjson
 
 from ..http import Context
 from ..protocols.openai import OPENAI
-from . import Endpoint
+from . import Doc, Endpoint
 
 ROOT = orjson.dumps(
     {
@@ -25,4 +25,29 @@ async def root(ctx: Context, relay) -> None:
     await ctx.respond(200, ROOT)
 
 
-ENDPOINTS = [Endpoint("/", "GET", OPENAI, handle=root, authenticated=False, also=("HEAD",))]
+ENDPOINTS = [
+    Endpoint(
+        "/",
+        "GET",
+        OPENAI,
+        handle=root,
+        authenticated=False,
+        also=("HEAD",),
+        doc=Doc(
+            "gateway_root",
+            "Where things are (clients probe the base URL; HEAD works too)",
+            "relay: models",
+            "GatewayRoot",
+            "Links to the API, the docs and the dashboard.",
+        ),
+    )
+]
+
+SCHEMAS: dict[str, dict] = {
+    "GatewayRoot": {
+        "type": "object",
+        "properties": {
+            name: {"type": "string"} for name in ("object", "status", "api", "docs", "dashboard", "health")
+        },
+    }
+}

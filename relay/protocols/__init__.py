@@ -12,6 +12,7 @@ from ..errors import RelayError
 @dataclass(frozen=True, slots=True)
 class Protocol:
     name: str
+    error_schema: str  # its error shape's name in the OpenAPI schema
 
     def error_body(self, exc: RelayError) -> bytes:
         raise NotImplementedError

@@ -18,7 +18,7 @@ class AnthropicProtocol(Protocol):
         return anthropic_error_event(502, message)
 
 
-ANTHROPIC = AnthropicProtocol("anthropic")
+ANTHROPIC = AnthropicProtocol("anthropic", "AnthropicError")
 
 
 ROLES = ("user", "assistant", "system")
@@ -63,3 +63,22 @@ def check_messages(body: dict, *, count_only: bool = False) -> None:
         value = body.get(name)
         if value is not None and not isinstance(value, dict):
             raise RelayError(400, f"{name}: must be an object", param=name)
+
+
+# --- OpenAPI: the shapes this module answers with ------------------------------------
+
+SCHEMAS: dict[str, dict] = {
+    "AnthropicError": {
+        "type": "object",
+        "description": "An error in Anthropic's format (the /v1/messages endpoints).",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"type": "string", "enum": ["error"]},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}

@@ -33,7 +33,7 @@ class OpenAIProtocol(Protocol):
         return b"data: " + body + b"\n\n"
 
 
-OPENAI = OpenAIProtocol("openai")
+OPENAI = OpenAIProtocol("openai", "OpenAIError")
 
 
 def check_chat(body: dict) -> None:
@@ -74,3 +74,26 @@ def check_chat(body: dict) -> None:
 
 def include_usage(body: dict, stream: bool) -> bool:
     return stream and bool((body.get("stream_options") or {}).get("include_usage"))
+
+
+# --- OpenAPI: the shapes this module answers with ------------------------------------
+
+SCHEMAS: dict[str, dict] = {
+    "OpenAIError": {
+        "type": "object",
+        "description": "An error in OpenAI's format.",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string", "example": "invalid_request_error"},
+                    "param": {"type": "string", "nullable": True},
+                    "code": {"type": "string", "nullable": True, "example": "invalid_api_key"},
+                },
+            }
+        },
+    },
+}
