@@ -1,10 +1,9 @@
 """The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver
-packages) driven by Selenium against the real ASGI server. Nothing is installed or
-downloaded at test time: without /usr/bin/chromium the test fails and says what to install."""
+packages, installed with apt-get when missing) driven by Selenium against the real ASGI
+server. Nothing is downloaded but from the distribution's registry (no Selenium Manager)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 
@@ -14,6 +13,7 @@ import pytest
 from billing.models import UsageLog
 from keys.models import APIKey
 from keys.services import hash_key
+from tests import system_packages
 from tests.conftest import wait_usage
 from tests.factories import UserFactory
 
@@ -37,13 +37,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def browser(monkeypatch):
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} missing: the browser test needs Debian's Chromium "
-            "(apt-get install -y chromium chromium-driver)",
-            pytrace=False,
-        )
+    try:
+        system_packages.ensure((CHROMIUM, CHROMEDRIVER), ("chromium", "chromium-driver"))
+    except system_packages.Unavailable as exc:
+        pytest.fail(f"the browser test needs Debian's Chromium: {exc}", pytrace=False)
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import system_packages
 from tests.conftest import settle_usage
 
 pytestmark = pytest.mark.e2e
@@ -71,24 +72,11 @@ def _run(command: list[str], *, timeout: float, **kwargs) -> subprocess.Complete
 
 def _ensure_npm() -> str:
     """The npm executable; installs Debian's nodejs and npm when missing."""
-    npm = shutil.which("npm")
-    if npm:
-        return npm
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip("npm is missing and cannot be installed here (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    steps = (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "nodejs", "npm"])
-    for step in steps:
-        try:
-            done = _run(step, timeout=900, env=env)
-        except subprocess.TimeoutExpired:
-            pytest.skip(f"npm cannot be installed: {' '.join(step)} timed out")
-        if done.returncode != 0:
-            pytest.skip(f"npm cannot be installed: {' '.join(step)} failed: {done.stderr[-500:]}")
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm cannot be installed: apt-get installed no npm")
-    return npm
+    try:
+        system_packages.ensure(("node", "npm"), ("nodejs", "npm"))
+    except system_packages.Unavailable as exc:
+        pytest.skip(f"npm cannot be had: {exc}")
+    return shutil.which("npm")
 
 
 @pytest.fixture(scope="session")
