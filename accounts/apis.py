@@ -16,7 +16,7 @@ from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
 from billing.apis import LedgerEntrySerializer
 from billing.models import BillingRecord
-from gateway_project.api import (
+from core.api import (
     IdField,
     IsActiveUser,
     IsStaff,

@@ -17,7 +17,7 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gateway_project.api import (
+from core.api import (
     IdField,
     IsActiveUser,
     IsStaff,

@@ -1,1 +1,2 @@
-"""The shared kernel: small helpers every app may import (money), importing no app."""
+"""The shared kernel: what every app may import (money and MoneyField, the DRF helpers of
+the management API, request-id logging); it imports no app."""

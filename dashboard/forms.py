@@ -7,8 +7,8 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
 from accounts.selectors import user_can_authenticate
+from core.api import LoginLimiter
 from core.fields import MoneyFormField
-from gateway_project.api import LoginLimiter
 
 
 class LoginForm(AuthenticationForm):

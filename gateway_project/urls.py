@@ -29,7 +29,7 @@ class IdConverter:
 
 
 register_converter(IdConverter, "id")
-handler404 = "gateway_project.api.not_found"
+handler404 = "core.api.not_found"
 
 # Self-service: the logged-in user's own data only.
 me_patterns = [

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from gateway_project.api import (
+from core.api import (
     IdField,
     IsActiveUser,
     IsStaff,

@@ -12,7 +12,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from gateway_project.api import (
+from core.api import (
     HeadersField,
     IdField,
     IsStaff,

@@ -16,8 +16,7 @@ from rest_framework.views import APIView
 
 from accounts.models import User
 from billing.selectors import quota_status_of_account
-from core.money import to_nanos
-from gateway_project.api import (
+from core.api import (
     MAX_AMOUNT,
     IdField,
     IsActiveUser,
@@ -30,6 +29,7 @@ from gateway_project.api import (
     paginated_response,
     query,
 )
+from core.money import to_nanos
 from keys.models import APIKey
 
 from . import services

@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from gateway_project.logging import request_id_var
+from core.logging import request_id_var
 from quotas.counters import LocalCounterStore, get_store
 
 from .auth import Authenticator

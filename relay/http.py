@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from gateway_project.logging import new_request_id
+from core.logging import new_request_id
 
 from .config import KeyInfo
 from .errors import RelayError
