@@ -50,9 +50,11 @@ from providers.formats.openai_chat import (
     Turns,
     completion_id,
     conversation,
+    function_tools,
     merge_params,
     parse_arguments,
     parse_data_url,
+    stop_list,
     usage_dict,
 )
 
@@ -206,21 +208,10 @@ def _conversation(body: dict) -> list[dict]:
 
 def _tools(body: dict) -> list[dict]:
     tools = []
-    for tool in body.get("tools") or ():
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            continue
-        function = tool.get("function") or {}
-        converted: dict[str, Any] = {"name": function.get("name") or ""}
-        if function.get("description"):
-            converted["description"] = function["description"]
+    for tool, function, converted in function_tools(body):
         schema = function.get("parameters")
         converted["input_schema"] = (
-            schema
-            if isinstance(schema, dict) and schema
-            else {
-                "type": "object",
-                "properties": {},
-            }
+            schema if isinstance(schema, dict) and schema else {"type": "object", "properties": {}}
         )
         if isinstance(tool.get("cache_control"), dict):
             converted["cache_control"] = tool["cache_control"]
@@ -287,13 +278,9 @@ def openai_to_anthropic(body: dict, *, model: str, stream: bool = False) -> dict
         out["top_p"] = body["top_p"]
     if body.get("top_k") is not None:
         out["top_k"] = body["top_k"]
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if isinstance(stop, list):
-        sequences = [s for s in stop if isinstance(s, str) and s.strip()]
-        if sequences:
-            out["stop_sequences"] = sequences
+    sequences = stop_list(body, blank=False)
+    if sequences:
+        out["stop_sequences"] = sequences
     tools = _tools(body)
     if tools:
         out["tools"] = tools

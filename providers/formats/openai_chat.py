@@ -114,3 +114,28 @@ class Turns:
             self.turns[-1][self.key].extend(items)
         else:
             self.turns.append({"role": role, self.key: list(items)})
+
+
+def function_tools(body: dict):
+    """The request's function tools as (tool, function, declaration) where the declaration
+    holds the name and, when given, the description; callers add the parameters in their
+    provider's form."""
+    for tool in body.get("tools") or ():
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            continue
+        function = tool.get("function") if isinstance(tool.get("function"), dict) else {}
+        declaration: dict[str, Any] = {"name": function.get("name") or ""}
+        if function.get("description"):
+            declaration["description"] = function["description"]
+        yield tool, function, declaration
+
+
+def stop_list(body: dict, *, blank: bool = True) -> list[str]:
+    """``stop`` (a string or a list) as a list of non-empty strings; ``blank=False`` also
+    drops whitespace-only ones (Anthropic refuses them)."""
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list):
+        return []
+    return [s for s in stop if isinstance(s, str) and (s if blank else s.strip())]

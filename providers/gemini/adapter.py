@@ -45,8 +45,10 @@ from providers.formats.openai_chat import (
     completion_id,
     content_text,
     conversation,
+    function_tools,
     merge_params,
     parse_data_url,
+    stop_list,
     usage_dict,
 )
 
@@ -290,13 +292,7 @@ def _contents(body: dict) -> list[dict]:
 
 def _tools(body: dict) -> list[dict]:
     declarations = []
-    for tool in body.get("tools") or ():
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            continue
-        function = tool.get("function") or {}
-        declaration: dict[str, Any] = {"name": function.get("name") or ""}
-        if function.get("description"):
-            declaration["description"] = function["description"]
+    for _, function, declaration in function_tools(body):
         parameters = gemini_schema(function.get("parameters"))
         if parameters.get("properties"):
             declaration["parameters"] = parameters
@@ -330,13 +326,9 @@ def _generation_config(body: dict) -> dict:
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     if max_tokens:
         config["maxOutputTokens"] = int(max_tokens)
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if isinstance(stop, list):
-        sequences = [s for s in stop if isinstance(s, str) and s]
-        if sequences:
-            config["stopSequences"] = sequences
+    sequences = stop_list(body)
+    if sequences:
+        config["stopSequences"] = sequences
     if body.get("n") is not None and int(body["n"]) != 1:
         config["candidateCount"] = int(body["n"])
     if body.get("presence_penalty") is not None:
