@@ -195,7 +195,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "core.api.Pagination",
-    "DEFAULT_THROTTLE_RATES": {"login_ip": "10/min", "login_username": "10/min", "register": "20/hour"},
+    "DEFAULT_THROTTLE_RATES": {"login_ip": "20/min", "login_username": "10/min", "register": "20/hour"},
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
