@@ -40,7 +40,7 @@ test: $(VENV)/.dev
 
 ## test-full: the same suite on PostgreSQL and Redis started in a temporary directory
 test-full: $(VENV)/.dev
-	scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	RELAY_FUZZ_EXAMPLES=10000 scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

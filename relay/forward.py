@@ -158,7 +158,12 @@ class Forwarder:
                 if problem is not None:  # this provider cannot honour the request: not a failure
                     refused = problem
                     continue
-            request = call.build(adapter, route)
+            try:
+                request = call.build(adapter, route)
+            except orjson.JSONEncodeError:  # nested deeper than orjson writes, or an integer over 64 bits
+                raise RelayError(
+                    400, "The request is nested too deeply or holds a number too large to forward."
+                ) from None
             state = ROUTER.state(route.provider_id)
             started = time.monotonic()
             state.in_flight += 1
