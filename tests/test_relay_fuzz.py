@@ -3,8 +3,9 @@ the endpoint's own error shape (issue 13, item 6).
 
 Inputs come from hypothesis (derandomized, so the run is the same every time): arbitrary
 JSON, and valid requests with one field replaced by arbitrary JSON; the count per endpoint
-is printed and asserted (RELAY_FUZZ_EXAMPLES; `make test-full` runs 10,000). Hand-written cases cover what generation rarely reaches: deep nesting,
-huge arrays, invalid UTF-8, a lying Content-Length. The relay runs in process (its own
+is printed and asserted (RELAY_FUZZ_EXAMPLES; `make test-full` runs 10,000). Hand-written
+cases cover what generation rarely reaches: deep nesting, huge arrays, invalid UTF-8, a
+lying Content-Length. The relay runs in process (its own
 ASGI app on the test's event loop), routed to the real loopback fake upstream."""
 
 from __future__ import annotations
