@@ -31,7 +31,7 @@ run: $(VENV)/.runtime
 serve: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/gunicorn gateway_project.asgi:application -k uvicorn_worker.UvicornWorker \
+	$(BIN)/gunicorn gateway_project.asgi:application -k gateway_project.workers.UvicornWorker \
 		--workers $(WORKERS) --bind 0.0.0.0:$(PORT) --graceful-timeout 30 --keep-alive 75
 
 ## test: the suite on SQLite and in-process stores
