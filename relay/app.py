@@ -8,7 +8,6 @@ import logging
 import time
 
 import aiohttp
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing.pricing import token_cost
@@ -18,6 +17,7 @@ from quotas.counters import LocalCounterStore, get_store
 
 from . import handlers
 from .config import CONFIG
+from .db import db_async
 from .errors import RelayError
 from .http import ClientGone, Context
 from .limits import build_plan, refusal_error
@@ -327,7 +327,7 @@ class RelayApp:
         now = time.monotonic()
         if now - self.touched.get(key.id, -TOUCH_INTERVAL) >= TOUCH_INTERVAL:
             self.touched[key.id] = now
-            in_background(sync_to_async(_touch_key, thread_sensitive=False)(key.id))
+            in_background(db_async(_touch_key, thread_sensitive=False)(key.id))
 
     def usage_event(self, ctx: Context, record: UsageRecord) -> dict:
         usage = record.usage
