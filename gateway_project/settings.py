@@ -131,6 +131,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 
 MIDDLEWARE = [
     "gateway_project.logging.RequestIdMiddleware",
+    "gateway_project.middleware.DatabaseUnavailableMiddleware",  # 503, not 500, without a database
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",

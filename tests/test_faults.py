@@ -153,3 +153,60 @@ def test_postgres_restart_new_and_reloaded_keys_are_served(gateway, world, fake)
     assert response.status_code == 200, response.text
     assert login(gateway, user.username).status_code == 200
     assert time.monotonic() - back < RECOVERY
+
+
+# --- PostgreSQL stopped -------------------------------------------------------------------------
+
+
+def test_postgres_down_cold_keys_get_503_then_recover(gateway, world, fake):
+    """During the outage a warm key is served from the cache; what needs the database gets
+    503 with Retry-After in the endpoint's own shape within the connect timeout; once the
+    server is back the same requests succeed without restarting anything."""
+    user = setup_world(world, fake)
+    warm_key = world.key(user)
+    cold_key = world.key(user)
+    assert chat(gateway, warm_key).status_code == 200
+    bound = getattr(settings, "DB_CONNECT_TIMEOUT", 5) + 2.0
+
+    with postgres_down():
+        assert chat(gateway, warm_key).status_code == 200  # the cache serves it
+
+        response, elapsed = timed(chat, gateway, cold_key)
+        assert response.status_code == 503, response.text
+        assert elapsed < bound, f"answered after {elapsed:.1f} s"
+        assert response.headers["retry-after"] == "5"
+        error = response.json()["error"]
+        assert error["type"] == "api_error"
+        assert "database is unavailable" in error["message"]
+
+        response, elapsed = timed(messages, gateway, cold_key)
+        assert response.status_code == 503, response.text
+        assert elapsed < bound, f"answered after {elapsed:.1f} s"
+        assert response.headers["retry-after"] == "5"
+        body = response.json()
+        assert body["type"] == "error" and body["error"]["type"] == "api_error"
+        assert "database is unavailable" in body["error"]["message"]
+
+        # an unknown key cannot be told from a cold one without the database: 503, not 401
+        response = chat(gateway, "sk-gw-not-a-key")
+        assert response.status_code == 503, response.text
+
+        response, elapsed = timed(login, gateway, user.username)
+        assert response.status_code == 503, response.text
+        assert elapsed < bound, f"answered after {elapsed:.1f} s"
+        assert response.headers["retry-after"] == "5"
+        assert response.headers["content-type"] == "application/json"
+        assert "database is unavailable" in response.json()["detail"]
+
+        response, elapsed = timed(httpx.get, f"{gateway.url}/health/ready", timeout=30)
+        assert response.status_code == 503, response.text
+        assert response.json()["failed"] == ["database"]
+        assert elapsed < bound, f"answered after {elapsed:.1f} s"
+
+    back = time.monotonic()
+    for call in (chat, messages):
+        response = until_ok(call, gateway, cold_key, deadline=back + RECOVERY)
+        assert response.status_code == 200, response.text
+    response = until_ok(login, gateway, user.username, deadline=back + RECOVERY)
+    assert response.status_code == 200, response.text
+    assert httpx.get(f"{gateway.url}/health/ready").status_code == 200
