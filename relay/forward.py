@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing.pricing import Price
@@ -24,6 +23,7 @@ from providers.registry import get_adapter
 
 from . import tokens
 from .config import CONFIG, Route
+from .db import db_async
 from .errors import RelayError
 from .http import Context
 from .routing import ROUTER
@@ -193,7 +193,7 @@ class Forwarder:
                     error = adapter.classify_error(response.status, payload)
                     self._tried(record, route, response.status, error.message, started)
                     if error.disable:
-                        in_background(sync_to_async(_auto_disable)(route.provider_id, error.message))
+                        in_background(db_async(_auto_disable)(route.provider_id, error.message))
                     if error.retryable:
                         ROUTER.record_failure(route.provider_id)
                         last = error
