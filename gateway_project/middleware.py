@@ -14,7 +14,7 @@ from django.http import HttpResponse, JsonResponse
 
 from relay.db import MESSAGE, RETRY_AFTER, reset_connections
 
-from .api import API_PREFIXES
+from core.api import API_PREFIXES
 
 logger = logging.getLogger(__name__)
 
