@@ -12,9 +12,8 @@ import logging
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 
-from relay.db import MESSAGE, RETRY_AFTER, reset_connections
-
 from core.api import API_PREFIXES
+from relay.db import MESSAGE, RETRY_AFTER, reset_connections
 
 logger = logging.getLogger(__name__)
 
