@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
-WORKERS ?= 2
+# several workers share counters and cache only through Redis (gunicorn.conf.py refuses otherwise)
+WORKERS ?= $(if $(REDIS_URL),2,1)
 FAKE_UPSTREAM_PORT ?= 9100
 
 .PHONY: run serve test test-full lint format bench bench-stream migrate clean
