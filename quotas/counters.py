@@ -771,9 +771,9 @@ class RedisCounterStore:
         if later:
             self.events = [entry for entry in self.events if not entry[0].lost]
             events = events + [payload for _, payload, _, _ in later]
-        self._lost([UsageEvent.coerce(event) for event in events])
+        self._lost([orjson.loads(event) for event in events])  # settlement reads them back
 
-    def _lost(self, events: list[UsageEvent]) -> None:
+    def _lost(self, events: list[UsageEvent | dict]) -> None:
         if self.on_lost is None:
             logger.error("usage events lost: no fallback queue", extra={"events": len(events)})
             return

@@ -319,8 +319,8 @@ def test_worker_killed_mid_stream_releases_its_reservation_and_settles_once(gate
     assert ok.status_code == 200
 
     # settlement interrupted after it claimed the batch: the next run settles it once
+    from billing.events import PROCESSING_KEY, QUEUE_KEY
     from billing.tasks import _CLAIM
-    from relay.usage import PROCESSING_KEY, QUEUE_KEY
 
     deadline = time.monotonic() + 5  # the finish (which queues the event) follows the response
     while not store.sync.llen(QUEUE_KEY) and time.monotonic() < deadline:
