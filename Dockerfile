@@ -25,4 +25,4 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=2)"
 
 # migrate then serve; WORKERS and PORT come from the environment
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn gateway_project.asgi:application -k uvicorn_worker.UvicornWorker --workers ${WORKERS} --bind 0.0.0.0:${PORT} --graceful-timeout 30 --keep-alive 75"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn gateway_project.asgi:application -k gateway_project.workers.UvicornWorker --workers ${WORKERS} --bind 0.0.0.0:${PORT} --graceful-timeout 30 --keep-alive 75"]

@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
-WORKERS ?= 2
+# several workers share counters and cache only through Redis (gunicorn.conf.py refuses otherwise)
+WORKERS ?= $(if $(REDIS_URL),2,1)
 FAKE_UPSTREAM_PORT ?= 9100
 
 .PHONY: run serve test test-full lint format bench bench-stream migrate clean
@@ -31,7 +32,7 @@ run: $(VENV)/.runtime
 serve: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/gunicorn gateway_project.asgi:application -k uvicorn_worker.UvicornWorker \
+	$(BIN)/gunicorn gateway_project.asgi:application -k gateway_project.workers.UvicornWorker \
 		--workers $(WORKERS) --bind 0.0.0.0:$(PORT) --graceful-timeout 30 --keep-alive 75
 
 ## test: the suite on SQLite and in-process stores
@@ -40,7 +41,7 @@ test: $(VENV)/.dev
 
 ## test-full: the same suite on PostgreSQL and Redis started in a temporary directory
 test-full: $(VENV)/.dev
-	scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	RELAY_FUZZ_EXAMPLES=10000 scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

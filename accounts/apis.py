@@ -226,8 +226,8 @@ class LoginApi(PublicApi):
         summary="Log in: an access and a refresh token",
         description=(
             "An unknown user, a wrong password and an inactive account get the same 401. "
-            "Failed logins are limited per client IP and per username (10 a minute): the next "
-            "attempt gets 429 with Retry-After."
+            "Failed logins are limited per client IP (20 a minute) and per username from one "
+            "client IP (10 a minute): the next attempt gets 429 with Retry-After."
         ),
         request=LoginSerializer,
         responses={200: TokenPairSerializer},
@@ -235,14 +235,13 @@ class LoginApi(PublicApi):
     def post(self, request):
         data = body(LoginSerializer, request)
         username = data["username"]
-        wait = LoginLimiter.wait(request.META, username)
-        if wait is not None:
-            raise exceptions.Throttled(wait=wait)
+        attempt = LoginLimiter.begin(request.META, username)
+        if attempt.wait is not None:
+            raise exceptions.Throttled(wait=attempt.wait)
         user = authenticate(request._request, username=username, password=data["password"])
         if not user_can_authenticate(user):
-            LoginLimiter.failed(request.META, username)
             raise exceptions.AuthenticationFailed(LOGIN_FAILED, code="no_active_account")
-        LoginLimiter.succeeded(request.META, username)
+        attempt.succeeded()
         return Response(token_pair_issue(user=user))
 
 
@@ -310,11 +309,10 @@ class ChangePasswordApi(APIView):
     def post(self, request):
         data = body(ChangePasswordSerializer, request)
         user = request.user
-        wait = LoginLimiter.wait(request.META, user.username)
-        if wait is not None:
-            raise exceptions.Throttled(wait=wait)
+        attempt = LoginLimiter.begin(request.META, user.username)
+        if attempt.wait is not None:
+            raise exceptions.Throttled(wait=attempt.wait)
         if not user.check_password(data["old_password"]):
-            LoginLimiter.failed(request.META, user.username)
             raise exceptions.ValidationError({"old_password": ["Your old password was entered incorrectly."]})
         user = services.user_change_password(user=user, new_password=data["new_password"])
         if isinstance(request.successful_authenticator, SessionAuthentication):

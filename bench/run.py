@@ -569,7 +569,10 @@ def start_gateway(
         gunicorn,
         "gateway_project.asgi:application",
         "-k",
-        "uvicorn_worker.UvicornWorker",
+        # the gateway's own worker (no proxy-header rewriting) where the code has it
+        "gateway_project.workers.UvicornWorker"
+        if (code / "gateway_project" / "workers.py").exists()
+        else "uvicorn_worker.UvicornWorker",
         "-w",
         str(workers),
         "-b",

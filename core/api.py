@@ -8,6 +8,7 @@ selector call, output serializer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import time
@@ -262,13 +263,32 @@ def client_ip(meta) -> str:
     return meta.get("REMOTE_ADDR") or "unknown"
 
 
-class LoginLimiter:
-    """Counts *failed* logins per client IP and per username in the shared cache.
+class LoginAttempt:
+    """One login attempt, counted before the password is checked: ``wait`` is set (seconds)
+    when it is over a limit and must be refused without checking; a successful one calls
+    ``succeeded`` to give its counts back."""
 
-    ``blocked`` is asked before checking a password, ``failed`` records a failure. The rates
-    are REST_FRAMEWORK's ``login_ip`` and ``login_username`` (e.g. ``10/min``): the 11th
-    failure within the minute is refused with 429 before the password is even checked.
-    Used by the API login and by the dashboard's login form alike.
+    def __init__(self, slots: list[tuple[str, str]], wait: float | None) -> None:
+        self.slots = slots  # (scope, cache key of this window's counter)
+        self.wait = wait
+
+    def succeeded(self) -> None:
+        for scope, slot in self.slots:
+            if scope == "login_username":
+                cache.delete(slot)  # this user from this address: a clean slate
+            else:
+                with contextlib.suppress(ValueError):  # the window may have ended meanwhile
+                    cache.decr(slot)  # the address counts failures, not successes
+
+
+class LoginLimiter:
+    """Limits failed logins per client IP and per username *and* client IP, in the shared
+    cache, with atomic counters (``cache.add`` + ``cache.incr``; Redis or the in-process
+    cache). Every attempt is counted before the password is checked, so concurrent wrong
+    passwords cannot all slip past the check; a success gives its counts back. The rates
+    are REST_FRAMEWORK's ``login_ip`` and ``login_username`` (e.g. ``10/min``, fixed
+    windows). A locked username stays open to its owner from another address: nobody can
+    lock someone else out. Used by the API login, the password change and the dashboard.
     """
 
     scopes = ("login_ip", "login_username")
@@ -282,36 +302,32 @@ class LoginLimiter:
 
     @staticmethod
     def _keys(meta, username) -> dict[str, str]:
-        keys = {"login_ip": "login-fail:ip:" + client_ip(meta)}
+        ip = client_ip(meta)
+        keys = {"login_ip": "login-attempts:ip:" + ip}
         if isinstance(username, str) and username.strip():
-            digest = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
-            keys["login_username"] = "login-fail:user:" + digest
+            who = f"{username.strip().lower()}|{ip}"
+            keys["login_username"] = "login-attempts:user-ip:" + hashlib.sha256(who.encode()).hexdigest()[:32]
         return keys
 
-    @classmethod
-    def wait(cls, meta, username) -> float | None:
-        """Seconds until another attempt is allowed, or None when one is allowed now."""
-        now = time.time()
-        longest = None
-        for scope, key in cls._keys(meta, username).items():
-            limit, window = cls._rate(scope)
-            history = [t for t in cache.get(key, []) if t > now - window]
-            if len(history) >= limit:
-                wait = window - (now - history[-limit])
-                longest = max(longest or 0.0, wait)
-        return longest
+    @staticmethod
+    def _count(slot: str, window: int) -> int:
+        for _ in range(3):
+            cache.add(slot, 0, timeout=window + 1)
+            try:
+                return cache.incr(slot)
+            except ValueError:  # expired between add and incr
+                continue
+        return 1
 
     @classmethod
-    def failed(cls, meta, username) -> None:
+    def begin(cls, meta, username) -> LoginAttempt:
         now = time.time()
+        slots: list[tuple[str, str]] = []
+        wait = None
         for scope, key in cls._keys(meta, username).items():
             limit, window = cls._rate(scope)
-            history = [t for t in cache.get(key, []) if t > now - window]
-            history.append(now)
-            cache.set(key, history[-(limit + 1) :], timeout=window)
-
-    @classmethod
-    def succeeded(cls, meta, username) -> None:
-        keys = cls._keys(meta, username)
-        if "login_username" in keys:
-            cache.delete(keys["login_username"])
+            slot = f"{key}:{int(now // window)}"
+            slots.append((scope, slot))
+            if cls._count(slot, window) > limit:
+                wait = max(wait or 0.0, window - now % window)
+        return LoginAttempt(slots, wait)

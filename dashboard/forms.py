@@ -19,18 +19,14 @@ class LoginForm(AuthenticationForm):
 
     def clean(self):
         username = self.data.get("username", "")
-        wait = LoginLimiter.wait(self.request.META, username)
-        if wait is not None:
+        attempt = LoginLimiter.begin(self.request.META, username)
+        if attempt.wait is not None:
             self.throttled = True
             raise ValidationError(
-                f"Too many failed logins. Try again in {int(wait) + 1} seconds.", code="throttled"
+                f"Too many failed logins. Try again in {int(attempt.wait) + 1} seconds.", code="throttled"
             )
-        try:
-            cleaned = super().clean()
-        except ValidationError:
-            LoginLimiter.failed(self.request.META, username)
-            raise
-        LoginLimiter.succeeded(self.request.META, username)
+        cleaned = super().clean()
+        attempt.succeeded()
         return cleaned
 
     def confirm_login_allowed(self, user):

@@ -69,6 +69,7 @@ try:
     CSRF_TRUSTED_ORIGINS = get_list("CSRF_TRUSTED_ORIGINS")
     CORS_ALLOWED_ORIGINS = get_list("CORS_ALLOWED_ORIGINS")
     DATABASES = {"default": get_database("DATABASE_URL", str(DATA_DIR / "gateway.sqlite3"))}
+    DB_CONNECT_TIMEOUT = get_int("DB_CONNECT_TIMEOUT", 5, minimum=1)
     REDIS_URL = get_redis_url("REDIS_URL")
     CELERY_BROKER_URL = get_redis_url("CELERY_BROKER_URL") or REDIS_URL
     JWT_ACCESS_TTL = get_duration("JWT_ACCESS_TTL", 24 * 3600)
@@ -121,8 +122,19 @@ INSTALLED_APPS = [
     "dashboard",
 ]
 
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that does not answer costs a request at most DB_CONNECT_TIMEOUT seconds,
+    # then 503 (docs/failure-policy.md): the same bound for a connect and for the wait for
+    # one of the pool's connections; and the pool's back-off between reconnection attempts
+    # restarts after that long, so a returning server is used within a second or two.
+    _db_options = DATABASES["default"]["OPTIONS"]
+    _db_options["connect_timeout"] = DB_CONNECT_TIMEOUT
+    if _db_options.get("pool"):
+        _db_options["pool"].update(timeout=DB_CONNECT_TIMEOUT, reconnect_timeout=DB_CONNECT_TIMEOUT)
+
 MIDDLEWARE = [
     "core.logging.RequestIdMiddleware",
+    "gateway_project.middleware.DatabaseUnavailableMiddleware",  # 503, not 500, without a database
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -198,7 +210,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "core.api.Pagination",
-    "DEFAULT_THROTTLE_RATES": {"login_ip": "10/min", "login_username": "10/min", "register": "20/hour"},
+    "DEFAULT_THROTTLE_RATES": {"login_ip": "20/min", "login_username": "10/min", "register": "20/hour"},
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 

@@ -7,7 +7,6 @@ import logging
 import time
 
 import aiohttp
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.module_loading import import_string
 
@@ -16,6 +15,7 @@ from quotas.counters import LocalCounterStore, get_store
 
 from .auth import Authenticator
 from .config import CONFIG
+from .db import db_async
 from .errors import RelayError
 from .forward import Forwarder
 from .http import ClientGone, Context
@@ -102,7 +102,7 @@ class RelayApp:
                 last[name] = now
                 try:
                     task = import_string(task_path)
-                    await sync_to_async(task, thread_sensitive=False)()
+                    await db_async(task, thread_sensitive=False)()
                 except Exception:
                     logger.exception("periodic job failed", extra={"job": name})
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from keys.services import hash_key
 
 from .config import CONFIG, KeyInfo
+from .db import db_async
 from .errors import RelayError
 from .forward import in_background
 from .http import Context
@@ -97,4 +97,4 @@ class Authenticator:
         now = time.monotonic()
         if now - self.touched.get(key.id, -TOUCH_INTERVAL) >= TOUCH_INTERVAL:
             self.touched[key.id] = now
-            in_background(sync_to_async(_touch_key, thread_sensitive=False)(key.id))
+            in_background(db_async(_touch_key, thread_sensitive=False)(key.id))

@@ -15,12 +15,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
 from billing.pricing import Price, multiplier_ppm
+
+from .db import db_async
 
 logger = logging.getLogger(__name__)
 
@@ -442,7 +443,9 @@ def _load_price_sync(slug: str) -> tuple[Price | None, float]:
     return _price_sync(model.pk)
 
 
-load_key = sync_to_async(_load_key_sync)
-load_model = sync_to_async(_load_model_sync)
-load_catalog = sync_to_async(_load_catalog_sync)
-load_price = sync_to_async(_load_price_sync)
+# each load retires dead connections, retries once on a broken one and answers 503 when
+# the database is unreachable (relay.db)
+load_key = db_async(_load_key_sync)
+load_model = db_async(_load_model_sync)
+load_catalog = db_async(_load_catalog_sync)
+load_price = db_async(_load_price_sync)

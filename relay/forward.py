@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing.pricing import Price
@@ -24,6 +23,7 @@ from providers.registry import get_adapter
 
 from . import tokens
 from .config import CONFIG, Route
+from .db import db_async
 from .errors import RelayError
 from .http import Context
 from .routing import ROUTER
@@ -163,7 +163,12 @@ class Forwarder:
                 if problem is not None:  # this provider cannot honour the request: not a failure
                     refused = problem
                     continue
-            request = call.build(adapter, route)
+            try:
+                request = call.build(adapter, route)
+            except orjson.JSONEncodeError:  # nested deeper than orjson writes, or an integer over 64 bits
+                raise RelayError(
+                    400, "The request is nested too deeply or holds a number too large to forward."
+                ) from None
             state = ROUTER.state(route.provider_id)
             started = time.monotonic()
             state.in_flight += 1
@@ -193,7 +198,7 @@ class Forwarder:
                     error = adapter.classify_error(response.status, payload)
                     self._tried(record, route, response.status, error.message, started)
                     if error.disable:
-                        in_background(sync_to_async(_auto_disable)(route.provider_id, error.message))
+                        in_background(db_async(_auto_disable)(route.provider_id, error.message))
                     if error.retryable:
                         ROUTER.record_failure(route.provider_id)
                         last = error

@@ -43,13 +43,15 @@ def _text_chars(content) -> tuple[int, int]:
 
 def estimate_prompt_tokens(body: dict) -> int:
     chars = images = 0
-    for message in body.get("messages") or ():
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
         if isinstance(message, dict):
             more, more_images = _text_chars(message.get("content"))
             chars += more + 8
             images += more_images
-            for call in message.get("tool_calls") or ():
-                chars += len(str(call))
+            calls = message.get("tool_calls")
+            if isinstance(calls, list):
+                chars += sum(len(str(call)) for call in calls)
     for name in ("system", "prompt", "input"):
         value = body.get(name)
         if isinstance(value, str):
@@ -75,7 +77,8 @@ def estimate_completion_tokens(body: dict, request_type: str, model_max: int | N
     requested = body.get("max_completion_tokens") or body.get("max_tokens")
     if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         requested = 16 if request_type == "completion" else (model_max or settings.RELAY_DEFAULT_MAX_TOKENS)
-    n = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 1) > 0 else 1
+    n = body.get("n")
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
     return requested * n
 
 

@@ -47,9 +47,18 @@ trap cleanup EXIT INT TERM
 
 log "initdb in $tmp/pg (PostgreSQL from $pg_bin)"
 "${as_pg[@]}" "$pg_bin/initdb" -D "$tmp/pg" -U gateway --auth=trust -E UTF8 >/dev/null
-"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$tmp/pg" -l "$tmp/pg.log" -w \
-  -o "-p $pg_port -k $tmp -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200" \
-  start >/dev/null
+# the server's options go into its configuration file, so a plain "pg_ctl start" (the
+# fault-injection tests stop and start the server) brings it back exactly as it was
+cat >>"$tmp/pg/postgresql.conf" <<EOF
+port = $pg_port
+unix_socket_directories = '$tmp'
+listen_addresses = '127.0.0.1'
+fsync = off
+synchronous_commit = off
+max_connections = 200
+EOF
+pg_ctl=("${as_pg[@]}" "$pg_bin/pg_ctl" -D "$tmp/pg" -l "$tmp/pg.log" -w)
+"${pg_ctl[@]}" start >/dev/null
 "${as_pg[@]}" "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -U gateway gateway
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
@@ -63,4 +72,6 @@ log "PostgreSQL on 127.0.0.1:$pg_port, Redis on 127.0.0.1:$redis_port"
 
 export DATABASE_URL="postgres://gateway@127.0.0.1:${pg_port}/gateway"
 export REDIS_URL="redis://127.0.0.1:${redis_port}/0"
+# for tests/test_faults.py: append "stop -m fast", "start" or "restart" to control the server
+export GATEWAY_TEST_PG_CTL="${pg_ctl[*]}"
 "$@"

@@ -60,6 +60,8 @@ class GatewayServer:
 
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        from gateway_project.workers import SERVER_OPTIONS
+
         config = uvicorn.Config(
             application,
             host="127.0.0.1",
@@ -67,6 +69,7 @@ class GatewayServer:
             lifespan="on",
             log_level="warning",
             access_log=False,
+            **SERVER_OPTIONS,  # as in production: the app alone decides about X-Forwarded-For
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="gateway-server", daemon=True)

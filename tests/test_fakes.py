@@ -613,3 +613,251 @@ def test_script_validation(fake: FakeUpstream) -> None:
         fake.script({"stauts": 500})
     with pytest.raises(ValueError, match="wrong type"):
         fake.script({"stall": "1"})
+
+
+# -- stop sequences -------------------------------------------------------------
+
+STOP_REPLY = "Alpha beta END gamma STOP delta"
+
+
+def stop_directive(**extra: Any) -> str:
+    return f"go [[fake:{json.dumps({'reply': STOP_REPLY, **extra})}]]"
+
+
+def test_stop_openai_chat(client: httpx.Client, fake: FakeUpstream) -> None:
+    for stop, cut, hit in (
+        ("END", "Alpha beta ", "END"),
+        (["STOP", "END"], "Alpha beta ", "END"),  # the earliest in the text wins
+        (["STOP", "nowhere"], "Alpha beta END gamma ", "STOP"),
+        ("nowhere", STOP_REPLY, None),
+    ):
+        body = chat_body(stop_directive(), stop=stop)
+        data = client.post("/v1/chat/completions", json=body, headers=OPENAI).json()
+        choice = data["choices"][0]
+        assert (choice["message"]["content"], choice["finish_reason"]) == (cut, "stop")
+        assert data["usage"]["completion_tokens"] == len(cut.split())
+        record = fake.requests[-1]
+        assert record["stop_sequences"] == ([stop] if isinstance(stop, str) else stop)
+        assert record["stop_hit"] == hit
+        stream = client.post("/v1/chat/completions", json={**body, "stream": True}, headers=OPENAI)
+        chunks = [json.loads(d) for d in sse_data(stream.text)[:-1]]
+        assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == cut
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    completion = {"model": "gpt-3.5-turbo-instruct", "prompt": stop_directive(), "stop": "END"}
+    data = client.post("/v1/completions", json=completion, headers=OPENAI).json()
+    assert data["choices"][0]["text"] == "Alpha beta "
+
+
+def test_stop_anthropic(client: httpx.Client, fake: FakeUpstream) -> None:
+    body = anthropic_body(stop_directive(), stop_sequences=["STOP", "END"])
+    data = client.post("/v1/messages", json=body, headers=ANTHROPIC).json()
+    assert data["content"] == [{"type": "text", "text": "Alpha beta "}]
+    assert (data["stop_reason"], data["stop_sequence"]) == ("stop_sequence", "END")
+    assert data["usage"]["output_tokens"] == 2
+    assert fake.requests[-1]["stop_sequences"] == ["STOP", "END"]
+    assert fake.requests[-1]["stop_hit"] == "END"
+    events = sse_events(client.post("/v1/messages", json={**body, "stream": True}, headers=ANTHROPIC).text)
+    text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+    assert text == "Alpha beta "
+    delta = next(d for n, d in events if n == "message_delta")
+    assert delta["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "END"}
+    # not hit: a natural end
+    data = client.post("/v1/messages", json={**body, "stop_sequences": ["zzz"]}, headers=ANTHROPIC).json()
+    assert (data["stop_reason"], data["stop_sequence"]) == ("end_turn", None)
+    assert data["content"][0]["text"] == STOP_REPLY
+
+
+def test_stop_gemini(client: httpx.Client, fake: FakeUpstream) -> None:
+    base = "/v1beta/models/gemini-1.5-flash"
+    body = gemini_body(stop_directive(), generationConfig={"stopSequences": ["END"]})
+    data = client.post(f"{base}:generateContent", json=body, headers=GEMINI).json()
+    candidate = data["candidates"][0]
+    assert candidate["content"]["parts"] == [{"text": "Alpha beta "}]
+    assert candidate["finishReason"] == "STOP"
+    assert data["usageMetadata"]["candidatesTokenCount"] == 2
+    assert fake.requests[-1]["stop_sequences"] == ["END"] and fake.requests[-1]["stop_hit"] == "END"
+    stream = client.post(f"{base}:streamGenerateContent", params={"alt": "sse"}, json=body, headers=GEMINI)
+    chunks = [json.loads(d) for d in sse_data(stream.text)]
+    assert "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks) == "Alpha beta "
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+
+
+# -- reasoning -----------------------------------------------------------------
+
+
+def test_reasoning_openai(client: httpx.Client) -> None:
+    thought = "Let me think about it."
+    body = chat_body(f"x [[fake:{json.dumps({'reasoning': thought, 'reply': 'Done.'})}]]")
+    data = client.post("/v1/chat/completions", json=body, headers=OPENAI).json()
+    message = data["choices"][0]["message"]
+    assert (message["reasoning_content"], message["content"]) == (thought, "Done.")
+    assert data["usage"]["completion_tokens"] == 5 + 1
+    assert data["usage"]["completion_tokens_details"] == {"reasoning_tokens": 5}
+    options = {"include_usage": True}
+    stream = client.post(
+        "/v1/chat/completions", json={**body, "stream": True, "stream_options": options}, headers=OPENAI
+    )
+    chunks = [json.loads(d) for d in sse_data(stream.text)[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas[0]["role"] == "assistant"
+    reasoning = [d["reasoning_content"] for d in deltas if "reasoning_content" in d]
+    assert reasoning == ["Let", " me", " think", " about", " it."]
+    kinds = [k for d in deltas for k in ("reasoning_content", "content") if d.get(k)]
+    assert kinds == ["reasoning_content"] * 5 + ["content"]  # reasoning first
+    assert chunks[-1]["usage"]["completion_tokens"] == 6
+    # without the behaviour: no reasoning_content at all
+    plain = client.post("/v1/chat/completions", json=chat_body(), headers=OPENAI).json()
+    assert "reasoning_content" not in plain["choices"][0]["message"]
+
+
+# -- several tool calls in one turn --------------------------------------------
+
+CALLS = [
+    {"name": "read", "arguments": {"path": "/tmp/a b.txt"}},
+    {"name": "grep", "arguments": {"pattern": "x y z", "path": "."}},
+    {"name": "ls", "arguments": {}},
+]
+
+
+def openai_tool_stream(client: httpx.Client, behaviour: dict[str, Any]) -> list[dict[str, Any]]:
+    body = chat_body(f"x [[fake:{json.dumps(behaviour)}]]", tools=TOOLS_OPENAI, stream=True)
+    response = client.post("/v1/chat/completions", json=body, headers=OPENAI)
+    chunks = [json.loads(d) for d in sse_data(response.text)[:-1]]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    return [call for c in chunks for call in c["choices"][0]["delta"].get("tool_calls") or []]
+
+
+def assemble(deltas: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    calls: dict[int, dict[str, Any]] = {}
+    for delta in deltas:
+        call = calls.setdefault(delta["index"], {"id": None, "name": None, "arguments": ""})
+        call["id"] = delta.get("id") or call["id"]
+        call["name"] = delta.get("function", {}).get("name") or call["name"]
+        call["arguments"] += delta["function"].get("arguments") or ""
+    return calls
+
+
+def test_tool_calls_openai(client: httpx.Client) -> None:
+    body = chat_body(f"x [[fake:{json.dumps({'tool_calls': CALLS})}]]", tools=TOOLS_OPENAI)
+    data = client.post("/v1/chat/completions", json=body, headers=OPENAI).json()
+    choice = data["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    calls = choice["message"]["tool_calls"]
+    assert [c["id"] for c in calls] == ["call_fake_0", "call_fake_1", "call_fake_2"]
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        (c["name"], c["arguments"]) for c in CALLS
+    ]
+    assert data["usage"]["completion_tokens"] == sum(len(json.dumps(c["arguments"]).split()) for c in CALLS)
+
+    deltas = openai_tool_stream(client, {"tool_calls": CALLS})
+    # sequential: every fragment of a call before the next call starts
+    assert [d["index"] for d in deltas] == sorted(d["index"] for d in deltas)
+    assembled = assemble(deltas)
+    assert [(c["id"], c["name"], json.loads(c["arguments"])) for c in assembled.values()] == [
+        (f"call_fake_{i}", c["name"], c["arguments"]) for i, c in enumerate(CALLS)
+    ]
+
+
+def test_tool_calls_openai_interleaved(client: httpx.Client) -> None:
+    deltas = openai_tool_stream(client, {"tool_calls": CALLS, "interleave": True})
+    fragments = [d["index"] for d in deltas if d["function"].get("arguments")]
+    # round robin: 0, 1, 2, 0, 1, 2, ... while each call has fragments left
+    assert fragments[:6] == [0, 1, 2, 0, 1, 2]
+    assert fragments != sorted(fragments)
+    headers = [d for d in deltas if d.get("id")]
+    assert [(h["index"], h["id"], h["function"]["name"]) for h in headers] == [
+        (i, f"call_fake_{i}", c["name"]) for i, c in enumerate(CALLS)
+    ]
+    assembled = assemble(deltas)
+    assert [json.loads(assembled[i]["arguments"]) for i in range(3)] == [c["arguments"] for c in CALLS]
+
+
+def test_tool_calls_anthropic(client: httpx.Client) -> None:
+    body = anthropic_body(f"x [[fake:{json.dumps({'tool_calls': CALLS[:2]})}]]", tools=TOOLS_ANTHROPIC)
+    data = client.post("/v1/messages", json=body, headers=ANTHROPIC).json()
+    assert data["stop_reason"] == "tool_use"
+    assert data["content"] == [
+        {"type": "tool_use", "id": f"toolu_fake_{i}", "name": c["name"], "input": c["arguments"]}
+        for i, c in enumerate(CALLS[:2])
+    ]
+    events = sse_events(client.post("/v1/messages", json={**body, "stream": True}, headers=ANTHROPIC).text)
+    assert [n for n, _ in events][:3] == ["message_start", "content_block_start", "ping"]
+    starts = [d for n, d in events if n == "content_block_start"]
+    assert [(s["index"], s["content_block"]["id"]) for s in starts] == [
+        (0, "toolu_fake_0"),
+        (1, "toolu_fake_1"),
+    ]
+    # one block after the other: start 0, deltas 0, stop 0, start 1, deltas 1, stop 1
+    blocks = [(n, d["index"]) for n, d in events if n.startswith("content_block")]
+    assert [index for _, index in blocks] == sorted(index for _, index in blocks)
+    assert [d["index"] for n, d in events if n == "content_block_stop"] == [0, 1]
+    for index, spec in enumerate(CALLS[:2]):
+        deltas = [d["delta"] for n, d in events if n == "content_block_delta" and d["index"] == index]
+        assert json.loads("".join(d["partial_json"] for d in deltas)) == spec["arguments"]
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_tool_calls_gemini(client: httpx.Client) -> None:
+    base = "/v1beta/models/gemini-1.5-flash"
+    body = gemini_body(f"x [[fake:{json.dumps({'tool_calls': CALLS})}]]", tools=TOOLS_GEMINI)
+    parts = [{"functionCall": {"name": c["name"], "args": c["arguments"]}} for c in CALLS]
+    data = client.post(f"{base}:generateContent", json=body, headers=GEMINI).json()
+    assert data["candidates"][0]["content"]["parts"] == parts
+    stream = client.post(f"{base}:streamGenerateContent", params={"alt": "sse"}, json=body, headers=GEMINI)
+    assert [json.loads(d)["candidates"][0]["content"]["parts"] for d in sse_data(stream.text)] == [parts]
+
+
+def test_tool_calls_validation(fake: FakeUpstream) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        fake.script({"tool_call": True, "tool_calls": [{"name": "x"}]})
+    with pytest.raises(ValueError, match="needs a 'name'|need a 'name'"):
+        fake.script({"tool_calls": [{"arguments": {}}]})
+    with pytest.raises(ValueError, match="must not be empty"):
+        fake.script({"tool_calls": []})
+    with pytest.raises(ValueError, match="wrong type"):
+        fake.script({"interleave": "yes"})
+    with pytest.raises(ValueError, match="wrong type"):
+        fake.script({"reasoning": 1})
+
+
+# -- Gemini candidates, recorded usage ------------------------------------------
+
+
+def test_gemini_candidate_count(client: httpx.Client) -> None:
+    base = "/v1beta/models/gemini-1.5-flash"
+    body = gemini_body(generationConfig={"candidateCount": 2})
+    data = client.post(f"{base}:generateContent", json=body, headers=GEMINI).json()
+    assert [c["index"] for c in data["candidates"]] == [0, 1]
+    assert all(c["content"]["parts"] == [{"text": DEFAULT_REPLY}] for c in data["candidates"])
+    assert data["usageMetadata"]["candidatesTokenCount"] == 18
+    stream = client.post(f"{base}:streamGenerateContent", params={"alt": "sse"}, json=body, headers=GEMINI)
+    chunks = [json.loads(d) for d in sse_data(stream.text)]
+    for index in (0, 1):
+        text = "".join(c["candidates"][index]["content"]["parts"][0]["text"] for c in chunks)
+        assert text == DEFAULT_REPLY
+    bad = gemini_body(generationConfig={"candidateCount": 9})
+    assert client.post(f"{base}:generateContent", json=bad, headers=GEMINI).status_code == 400
+
+
+def test_recorded_usage(client: httpx.Client, fake: FakeUpstream) -> None:
+    client.post("/v1/chat/completions", json=chat_body(), headers=OPENAI)
+    assert fake.requests[-1]["usage"]["completion_tokens"] == 9
+    client.post("/v1/chat/completions", json=chat_body(stream=True), headers=OPENAI)
+    assert fake.requests[-1]["usage"] is None  # a stream without include_usage reports none
+    options = {"include_usage": True}
+    client.post("/v1/chat/completions", json=chat_body(stream=True, stream_options=options), headers=OPENAI)
+    assert fake.requests[-1]["usage"]["prompt_tokens"] == 6
+    client.post("/v1/messages", json=anthropic_body(stream=True), headers=ANTHROPIC)
+    assert fake.requests[-1]["usage"] == {
+        "input_tokens": 4,
+        "output_tokens": 9,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+    }
+    client.post("/v1beta/models/g:generateContent", json=gemini_body(), headers=GEMINI)
+    assert fake.requests[-1]["usage"]["totalTokenCount"] == 13
+    client.post("/v1/chat/completions", json=chat_body('x [[fake:{"no_usage": true}]]'), headers=OPENAI)
+    assert fake.requests[-1]["usage"] is None
+    fake.script({"status": 500})
+    client.post("/v1/chat/completions", json=chat_body(), headers=OPENAI)
+    assert fake.requests[-1]["usage"] is None and fake.requests[-1]["stop_sequences"] == []

@@ -111,3 +111,25 @@ def test_embedded_default_reenables_a_provider_that_passes_its_probe(gateway, wo
         schedule["check-providers"] = saved
     assert provider.status == Provider.Status.ENABLED
     assert any(r["path"] == "/v1/models" for r in fake.requests)  # the probe reached the upstream
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_x_forwarded_for_counts_only_when_trusted(gateway, world, fake, trusted):
+    """Behind a same-host forwarder every peer is 127.0.0.1: a spoofed X-Forwarded-For must
+    not move the client address unless TRUST_X_FORWARDED_FOR says so (uvicorn's own
+    proxy-header handling would trust it from loopback)."""
+    provider = world.provider(fake)
+    world.route(provider, "gpt-4o-mini")
+    key = world.key(allowed_ips=["10.0.0.0/8"])
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    saved = settings.TRUST_X_FORWARDED_FOR
+    settings.TRUST_X_FORWARDED_FOR = trusted
+    try:
+        answer = post(gateway, "/v1/chat/completions", key, body, **{"x-forwarded-for": "10.1.2.3"})
+    finally:
+        settings.TRUST_X_FORWARDED_FOR = saved
+    if trusted:
+        assert answer.status_code == 200
+    else:
+        assert answer.status_code == 403
+        assert answer.json()["error"]["message"] == "This API key may not be used from 127.0.0.1."

@@ -53,6 +53,8 @@ from providers.formats.openai_chat import (
 )
 
 SIGNATURE_SENTINEL = "skip_thought_signature_validator"
+# reasoning_effort -> thinking budget (tokens); thoughts come back as reasoning_content
+THINKING_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -331,6 +333,9 @@ def _generation_config(body: dict) -> dict:
         config["stopSequences"] = sequences
     if body.get("n") is not None and int(body["n"]) != 1:
         config["candidateCount"] = int(body["n"])
+    effort = body.get("reasoning_effort")
+    if effort in THINKING_BUDGETS:  # asked for by the relay only for reasoning models
+        config["thinkingConfig"] = {"includeThoughts": True, "thinkingBudget": THINKING_BUDGETS[effort]}
     if body.get("presence_penalty") is not None:
         config["presencePenalty"] = body["presence_penalty"]
     if body.get("frequency_penalty") is not None:

@@ -14,7 +14,7 @@ from ..errors import RelayError
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
 from ..openapi import OPEN, ref
-from ..protocols.openai import OPENAI, include_usage
+from ..protocols.openai import OPENAI, check_embedding_input, check_stop, include_usage
 from . import Doc, Endpoint
 from .common import parse_json, require_model, resolve, stream_flag
 
@@ -40,6 +40,7 @@ async def prepare_completion(ctx: Context, raw: bytes, record: UsageRecord) -> t
     record.model_requested = model
     if "prompt" not in body:
         raise RelayError(400, "You must provide a prompt parameter.", param="prompt")
+    check_stop(body)
     stream = record.stream = stream_flag(body)
     with_usage = include_usage(body, stream)
     info, routes = await resolve(ctx, model, Capability.COMPLETIONS, what="text completions")
@@ -62,8 +63,7 @@ async def prepare_embedding(ctx: Context, raw: bytes, record: UsageRecord) -> tu
     model = require_model(body)
     record.model_requested = model
     value = body.get("input")
-    if not value or not isinstance(value, str | list):
-        raise RelayError(400, "'input' must be a non-empty string or array.", param="input")
+    check_embedding_input(value)
     info, routes = await resolve(ctx, model, Capability.EMBEDDINGS, what="embeddings")
     record.price = info.price
     call = Call(

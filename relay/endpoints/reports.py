@@ -7,12 +7,12 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import parse_qs
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from billing import reports
 from core.money import from_nanos
 
+from ..db import db_async
 from ..errors import RelayError
 from ..http import Context
 from ..protocols.openai import OPENAI
@@ -40,7 +40,7 @@ def _dates(ctx: Context, default_days: int | None = None) -> tuple[date, date]:
 async def usage(ctx: Context, relay) -> None:
     """GET /v1/usage: this key's requests, tokens and cost per model over a period."""
     start, end = _dates(ctx)
-    report = await sync_to_async(reports.key_usage)(key_id=ctx.key.id, start=start, end=end)
+    report = await db_async(reports.key_usage)(key_id=ctx.key.id, start=start, end=end)
     body = {
         "object": "usage",
         "key": ctx.key.prefix,
@@ -63,7 +63,7 @@ def _subscription_sync(key_id: int) -> tuple[int, int, int | None, float | None]
 async def billing_subscription(ctx: Context, relay) -> None:
     """GET /v1/dashboard/billing/subscription, as chat front-ends query it: they show
     hard_limit_usd minus the usage reported by .../usage as the remaining balance."""
-    available, spent, budget, expires = await sync_to_async(_subscription_sync)(ctx.key.id)
+    available, spent, budget, expires = await db_async(_subscription_sync)(ctx.key.id)
     if budget is not None:
         hard = budget
         available = min(available, budget - spent)
@@ -88,9 +88,9 @@ async def billing_usage(ctx: Context, relay) -> None:
     query = ctx.scope.get("query_string", b"")
     if b"start_date" in query or b"end_date" in query:
         start, end = _dates(ctx, default_days=100)
-        cost = await sync_to_async(reports.key_cost_between)(key_id=ctx.key.id, start=start, end=end)
+        cost = await db_async(reports.key_cost_between)(key_id=ctx.key.id, start=start, end=end)
     else:
-        cost = (await sync_to_async(_subscription_sync)(ctx.key.id))[1]
+        cost = (await db_async(_subscription_sync)(ctx.key.id))[1]
     await ctx.respond(200, orjson.dumps({"object": "list", "total_usage": float(from_nanos(cost) * 100)}))
 
 

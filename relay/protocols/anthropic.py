@@ -24,6 +24,13 @@ ANTHROPIC = AnthropicProtocol("anthropic", "AnthropicError")
 ROLES = ("user", "assistant", "system")
 
 
+def _blocks(value, *, empty: bool = False, typed: bool = True) -> bool:
+    """An array of objects (each with a string ``type`` when ``typed``)."""
+    if not isinstance(value, list) or (not value and not empty):
+        return False
+    return all(isinstance(b, dict) and (not typed or isinstance(b.get("type"), str)) for b in value)
+
+
 def check_messages(body: dict, *, count_only: bool = False) -> None:
     """The Messages fields the gateway reads itself, type-checked, in Anthropic's words.
     ``role: "system"`` is accepted anywhere after the first message (Anthropic's
@@ -41,8 +48,12 @@ def check_messages(body: dict, *, count_only: bool = False) -> None:
                 400, f"messages.{index}.role: must be 'user', 'assistant' or 'system'", param="messages"
             )
         content = message.get("content")
-        if not isinstance(content, str | list):
-            raise RelayError(400, f"messages.{index}.content: must be a string or an array", param="messages")
+        if not isinstance(content, str) and not _blocks(content):
+            raise RelayError(
+                400,
+                f"messages.{index}.content: must be a string or an array of content blocks",
+                param="messages",
+            )
     if messages[0].get("role") == "system":
         raise RelayError(
             400,
@@ -50,12 +61,14 @@ def check_messages(body: dict, *, count_only: bool = False) -> None:
             param="system",
         )
     system = body.get("system")
-    if system is not None and not isinstance(system, str | list):
+    if system is not None and not isinstance(system, str) and not _blocks(system, empty=True):
         raise RelayError(400, "system: must be a string or an array of text blocks", param="system")
-    for name in ("tools", "stop_sequences"):
-        value = body.get(name)
-        if value is not None and not isinstance(value, list):
-            raise RelayError(400, f"{name}: must be an array", param=name)
+    tools = body.get("tools")
+    if tools is not None and not _blocks(tools, empty=True, typed=False):
+        raise RelayError(400, "tools: must be an array of objects", param="tools")
+    sequences = body.get("stop_sequences")
+    if sequences is not None and not isinstance(sequences, list):
+        raise RelayError(400, "stop_sequences: must be an array", param="stop_sequences")
     sequences = body.get("stop_sequences") or ()
     if any(not isinstance(s, str) for s in sequences):
         raise RelayError(400, "stop_sequences: must be an array of strings", param="stop_sequences")

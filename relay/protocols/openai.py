@@ -36,6 +36,10 @@ class OpenAIProtocol(Protocol):
 OPENAI = OpenAIProtocol("openai", "OpenAIError")
 
 
+def _objects(value) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
 def check_chat(body: dict) -> None:
     """The chat completion fields the gateway reads itself, type-checked (the rest is the
     upstream's to judge)."""
@@ -50,9 +54,18 @@ def check_chat(body: dict) -> None:
                 400, f"messages[{index}] must be an object with a 'role'.", param=f"messages[{index}]"
             )
         calls = message.get("tool_calls")
-        if calls is not None and not isinstance(calls, list):
+        if calls is not None and not _objects(calls):
             raise RelayError(
-                400, f"messages[{index}].tool_calls must be an array.", param=f"messages[{index}].tool_calls"
+                400,
+                f"messages[{index}].tool_calls must be an array of objects.",
+                param=f"messages[{index}].tool_calls",
+            )
+        content = message.get("content")
+        if not (content is None or isinstance(content, str) or _objects(content)):
+            raise RelayError(
+                400,
+                f"messages[{index}].content must be a string or an array of content parts.",
+                param=f"messages[{index}].content",
             )
     n = body.get("n", 1)
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
@@ -64,12 +77,39 @@ def check_chat(body: dict) -> None:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise RelayError(400, "'stream_options' must be an object.", param="stream_options")
-    for name in ("tools", "stop"):
-        value = body.get(name)
-        if name == "stop" and isinstance(value, str):
-            continue
-        if value is not None and not isinstance(value, list):
-            raise RelayError(400, f"'{name}' must be an array.", param=name)
+    tools = body.get("tools")
+    if tools is not None and not _objects(tools):
+        raise RelayError(400, "'tools' must be an array of objects.", param="tools")
+    stop = body.get("stop")
+    if not (
+        stop is None
+        or isinstance(stop, str)
+        or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise RelayError(400, "'stop' must be a string or an array of strings.", param="stop")
+
+
+def check_stop(body: dict) -> None:
+    stop = body.get("stop")
+    if stop is None or isinstance(stop, str):
+        return
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise RelayError(400, "'stop' must be a string or an array of strings.", param="stop")
+
+
+def check_embedding_input(value) -> None:
+    """A string, or an array of strings, of token ids, or of token-id arrays."""
+    ok = isinstance(value, str) and value
+    if isinstance(value, list) and value:
+        ok = (
+            all(isinstance(v, str) for v in value)
+            or all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or all(isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value)
+        )
+    if not ok:
+        raise RelayError(
+            400, "'input' must be a non-empty string or array (of strings or token ids).", param="input"
+        )
 
 
 def include_usage(body: dict, stream: bool) -> bool:

@@ -62,6 +62,22 @@ A behaviour is a dict with optional, combinable keys:
   tool (default: the first) and gives its arguments (default: as for
   ``true``); a named tool that the request does not offer is not called, the
   answer is the reply instead.
+* ``tool_calls`` (list of ``{"name": str, "arguments": {...}}``): several
+  tool calls in one assistant turn, called as given (offered or not; not with
+  ``tool_call``). OpenAI: ``tool_calls`` with index 0..n-1 and ids
+  ``call_fake_<i>``; Anthropic: one ``tool_use`` block per call, ids
+  ``toolu_fake_<i>``; Gemini: one ``functionCall`` part per call. (A single
+  ``tool_call`` keeps the ids ``call_fake_1`` / ``toolu_fake_1``.)
+* ``interleave`` (bool): OpenAI streams send the argument fragments of the
+  ``tool_calls`` round-robin across indexes (call 0 fragment 1, call 1
+  fragment 1, call 0 fragment 2, ...), as some servers do; a call's header
+  (id, name, empty arguments) comes right before its first fragment.
+  Without it each call is sent whole, one after the other.
+* ``reasoning`` (str): OpenAI chat streams it first as ``reasoning_content``
+  deltas (one per word, counted as content chunks), after a role chunk, and
+  JSON answers carry ``message.reasoning_content``; its words count in
+  ``completion_tokens`` (and ``completion_tokens_details.reasoning_tokens``).
+  Anthropic and Gemini ignore it.
 * ``after_tool_result`` (behaviour): used instead of the behaviour it is part
   of when the request carries tool results after its last assistant turn
   (Anthropic ``tool_result`` blocks, OpenAI ``tool``/``function`` messages,
@@ -71,6 +87,17 @@ A behaviour is a dict with optional, combinable keys:
   "after_tool_result": {"reply": "It printed {tool_result}"}}``.
 * ``no_usage`` (bool): omit usage from the response (JSON and streams; for
   OpenAI streams no usage chunk even with ``include_usage``).
+
+Stop sequences: a text reply is cut before the earliest stop sequence of the
+request it contains (the sequence itself is not returned), as the providers
+do: OpenAI/Azure ``stop`` (string or list; chat and completions),
+finish_reason ``"stop"``; Anthropic ``stop_sequences``, ``stop_reason:
+"stop_sequence"`` and ``stop_sequence`` = the sequence (JSON and the stream's
+message_delta); Gemini ``generationConfig.stopSequences``, finishReason
+``STOP``. Tool calls are never cut.
+
+Gemini honours ``generationConfig.candidateCount`` (1-8, else 400): that many
+candidates (index 0..k-1) with the same answer, in every JSON or stream chunk.
 
 ``script()`` queues behaviours; each API request (everything except
 ``/_fake/*``) takes the oldest one, or the default ``{}`` when the queue is
@@ -96,24 +123,25 @@ Deterministic tokens
   word per token).
 * N = cached tokens: if the raw request body contains ``[[cached:N]]``,
   otherwise 0.
-* C = completion words: ``words(reply)``, default reply
-  ``"This is a fake answer from the fake upstream."`` (C = 9). For tool calls
-  C = ``words(json.dumps(arguments))``, e.g. 3 for ``{"query": "hi there"}``.
-* OpenAI/Azure: ``prompt_tokens = W + N``, ``completion_tokens = C * n``,
+* C = completion words: ``words(reply)`` (after a stop-sequence cut), default
+  reply ``"This is a fake answer from the fake upstream."`` (C = 9). For tool
+  calls C = ``words(json.dumps(arguments))`` summed over the calls, e.g. 3 for
+  ``{"query": "hi there"}``. R = ``words(reasoning)`` (OpenAI chat only).
+* OpenAI/Azure: ``prompt_tokens = W + N``, ``completion_tokens = (C + R) * n``,
   ``total_tokens`` = sum, ``prompt_tokens_details.cached_tokens = N``.
   Embeddings: ``prompt_tokens = total_tokens = W``.
 * Anthropic: ``input_tokens = W``, ``output_tokens = C``,
   ``cache_read_input_tokens = N``, ``cache_creation_input_tokens = 0``;
   message_start reports ``output_tokens: 1``; count_tokens returns W.
-* Gemini: ``promptTokenCount = W + N``, ``candidatesTokenCount = C``,
-  ``totalTokenCount`` = sum, ``cachedContentTokenCount = N`` (only if N > 0);
+* Gemini: ``promptTokenCount = W + N``, ``candidatesTokenCount = C * k`` (k
+  candidates), ``totalTokenCount`` = sum, ``cachedContentTokenCount = N`` (only if N > 0);
   countTokens returns ``totalTokens = W``.
 
 Streaming: one content chunk per word; chunk i is the word with its preceding
 whitespace (``"This"``, ``" is"``, ...) so the chunks concatenate to the reply
 exactly. Tool-call argument JSON is streamed the same way (always 2+
 fragments). Gemini puts ``finishReason`` and ``usageMetadata`` on the last
-content chunk; a Gemini tool call is a single chunk.
+content chunk; Gemini tool calls (all of them) are a single chunk.
 
 Recording
 ---------
@@ -122,7 +150,13 @@ names), ``json`` (parsed body or None), ``behaviour``, ``behaviour_source``
 (``"inline"|"script"|"default"|None``), ``status``, ``started_at``,
 ``ended_at`` (``time.monotonic()``), ``finished`` (the server ended the
 response itself, including a scripted cut), ``cut``, ``client_disconnected``
-(the client went away first), ``chunks_sent`` (content chunks written).
+(the client went away first), ``chunks_sent`` (content chunks written),
+``stop_sequences`` (the stop sequences the request asked for, in its
+protocol's field; ``[]`` when none), ``stop_hit`` (the one that cut the reply,
+or None), ``usage`` (the usage object the response reported in its protocol's
+shape once it completed: OpenAI ``usage``, Anthropic message usage with the
+final ``output_tokens``, Gemini ``usageMetadata``; None when it reported none,
+e.g. an OpenAI stream without ``include_usage``, ``no_usage``, errors, cuts).
 """
 
 from __future__ import annotations
@@ -149,7 +183,9 @@ from typing import Any, Self
 from aiohttp import web
 
 JSON = dict[str, Any]
-Items = list[tuple[str, bytes]]  # (kind, data); kind is "pre", "content" or "post"
+# (kind, data); kind is "pre", "content", "mid" (between content chunks, never counted)
+# or "post"
+Items = list[tuple[str, bytes]]
 
 DEFAULT_REPLY = "This is a fake answer from the fake upstream."
 DEFAULT_TOOL_NAME = "fake_tool"
@@ -171,9 +207,13 @@ _BEHAVIOUR_TYPES: dict[str, tuple[type, ...]] = {
     "chunk_delay": (int, float),
     "reply": (str,),
     "tool_call": (bool, dict),
+    "tool_calls": (list,),
+    "interleave": (bool,),
+    "reasoning": (str,),
     "after_tool_result": (dict,),
     "no_usage": (bool,),
 }
+GEMINI_MAX_CANDIDATES = 8
 _INLINE_RE = re.compile(r"\[\[fake:(\{.*?\})\]\]", re.DOTALL)
 _CACHED_RE = re.compile(r"\[\[cached:(\d+)\]\]")
 _PIECE_RE = re.compile(r"\s*\S+")
@@ -242,6 +282,21 @@ def validate_behaviour(behaviour: Any) -> JSON:
         if not isinstance(tool_call.get("arguments", {}), dict):
             raise ValueError("behaviour 'tool_call' arguments must be an object")
         checked["tool_call"] = copy.deepcopy(tool_call)
+    tool_calls = behaviour.get("tool_calls")
+    if tool_calls is not None:
+        if "tool_call" in behaviour:
+            raise ValueError("behaviour: use 'tool_call' or 'tool_calls', not both")
+        if not tool_calls:
+            raise ValueError("behaviour 'tool_calls' must not be empty")
+        for spec in tool_calls:
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+                raise ValueError("behaviour 'tool_calls' items need a 'name' (a string)")
+            unknown = set(spec) - {"name", "arguments"}
+            if unknown:
+                raise ValueError(f"behaviour 'tool_calls' item has unknown keys {sorted(unknown)}")
+            if not isinstance(spec.get("arguments", {}), dict):
+                raise ValueError("behaviour 'tool_calls' arguments must be an object")
+        checked["tool_calls"] = copy.deepcopy(tool_calls)
     if "after_tool_result" in behaviour:
         checked["after_tool_result"] = validate_behaviour(behaviour["after_tool_result"])
     return checked
@@ -457,6 +512,41 @@ def _gemini_user_texts(body: JSON) -> list[str]:
     ]
 
 
+def _string_list(value: Any) -> list[str]:
+    """A stop value (a string or a list of strings) as a list of its non-empty strings."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str) and item]
+
+
+def _stop_sequences(body: JSON, protocol: str) -> list[str]:
+    """The stop sequences a request asks for in its protocol: OpenAI/Azure ``stop``,
+    Anthropic ``stop_sequences``, Gemini ``generationConfig.stopSequences``."""
+    if protocol == "anthropic":
+        return _string_list(body.get("stop_sequences"))
+    if protocol == "gemini":
+        config = body.get("generationConfig", body.get("generation_config"))
+        if not isinstance(config, dict):
+            return []
+        return _string_list(config.get("stopSequences", config.get("stop_sequences")))
+    return _string_list(body.get("stop"))
+
+
+def cut_at_stop(text: str, sequences: Iterable[str]) -> tuple[str, str | None]:
+    """``text`` up to (without) the earliest stop sequence it contains, and that sequence
+    (the first listed on a tie), or ``(text, None)`` when it contains none."""
+    best: tuple[int, str] | None = None
+    for sequence in sequences:
+        at = text.find(sequence) if sequence else -1
+        if at >= 0 and (best is None or at < best[0]):
+            best = (at, sequence)
+    if best is None:
+        return text, None
+    return text[: best[0]], best[1]
+
+
 def _sse(data: Any, event: str | None = None) -> bytes:
     text = data if isinstance(data, str) else json.dumps(data)
     prefix = f"event: {event}\n" if event else ""
@@ -544,12 +634,41 @@ class _Call:
     cached: int = 0
     user_text: str = ""
     tool_results: list[str] | None = None
+    stops: list[str] = field(default_factory=list)
     cut: bool = False
     response: web.StreamResponse | None = None
 
     @property
     def error_format(self) -> str:
         return "openai" if self.protocol == "azure" else self.protocol
+
+
+@dataclass(frozen=True)
+class _ToolUse:
+    """One tool call of an answer."""
+
+    id: str  # call_fake_<id> (OpenAI), toolu_fake_<id> (Anthropic)
+    name: str
+    arguments: JSON
+    json: str
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What a generating request answers: text (cut at a stop sequence), or tool calls,
+    and the reasoning that precedes either."""
+
+    text: str
+    tools: list[_ToolUse]
+    reasoning: str = ""
+    stop: str | None = None  # the stop sequence that ended the text
+
+    @property
+    def output_words(self) -> int:
+        """Completion tokens of one choice, reasoning excluded."""
+        if self.tools:
+            return sum(words(tool.json) for tool in self.tools)
+        return words(self.text)
 
 
 @dataclass(frozen=True)
@@ -740,6 +859,9 @@ class FakeServer:
                 "cut": False,
                 "client_disconnected": False,
                 "chunks_sent": 0,
+                "stop_sequences": [],
+                "stop_hit": None,
+                "usage": None,
             }
         )
         protocol = endpoint.protocol
@@ -772,6 +894,8 @@ class FakeServer:
             endpoint.validate(call)
         except _ApiError as exc:
             return await self._send_error(call, exc.status, exc.message)
+        call.stops = _stop_sequences(call.body, call.error_format)
+        self.state.update(call.record, stop_sequences=list(call.stops))
         call.user_text = endpoint.user_text(call.body)
         call.tool_results = endpoint.tool_results(call.body)
         # a turn that sends tool results back keeps the directive of the turn that asked
@@ -828,8 +952,12 @@ class FakeServer:
             now = time.monotonic()
             self.state.update(call.record, finished=False, client_disconnected=True, ended_at=now)
 
-    def _finish(self, call: _Call) -> None:
-        self.state.update(call.record, finished=True, ended_at=time.monotonic())
+    def _finish(self, call: _Call, usage: JSON | None = None) -> None:
+        """The response is complete; ``usage``: the usage object it reported, if any."""
+        fields: JSON = {"finished": True, "ended_at": time.monotonic()}
+        if usage is not None:
+            fields["usage"] = copy.deepcopy(usage)
+        self.state.update(call.record, **fields)
 
     def _cut(self, call: _Call, response: web.StreamResponse) -> web.StreamResponse:
         call.cut = True
@@ -859,6 +987,7 @@ class FakeServer:
         status: int = 200,
         headers: dict[str, str] | None = None,
         allow_cut: bool = True,
+        usage: JSON | None = None,
     ) -> web.StreamResponse:
         data = json.dumps(payload).encode()
         cut_after = call.behaviour.get("cut_after") if allow_cut else None
@@ -880,11 +1009,13 @@ class FakeServer:
         if cut_after is not None:
             await response.write(data[: len(data) // 2])
             return self._cut(call, response)
-        self._finish(call)  # before the last bytes, so a client never sees it unfinished
+        self._finish(call, usage)  # before the last bytes, so a client never sees it unfinished
         await response.write_eof()
         return response
 
-    async def _stream(self, call: _Call, items: Items, content_type: str) -> web.StreamResponse:
+    async def _stream(
+        self, call: _Call, items: Items, content_type: str, usage: JSON | None = None
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Cache-Control": "no-cache"})
         response.content_type = content_type
         call.response = response
@@ -904,7 +1035,7 @@ class FakeServer:
                 self.state.update(call.record, chunks_sent=sent)
         if cut_after is not None:
             return self._cut(call, response)
-        self._finish(call)  # before the last bytes, so a client never sees it unfinished
+        self._finish(call, usage)  # before the last bytes, so a client never sees it unfinished
         await response.write_eof()
         return response
 
@@ -913,6 +1044,27 @@ class FakeServer:
     def _reply(self, call: _Call) -> str:
         reply = call.behaviour.get("reply", DEFAULT_REPLY)
         return reply.replace("{tool_result}", "\n".join(call.tool_results or []))
+
+    def _answer(self, call: _Call) -> _Answer:
+        """The answer of a generating request (and the stop sequence hit, recorded)."""
+        tools: list[_ToolUse] = []
+        if call.behaviour.get("tool_calls"):
+            for index, spec in enumerate(call.behaviour["tool_calls"]):
+                arguments = spec.get("arguments", {})
+                tools.append(_ToolUse(str(index), spec["name"], arguments, json.dumps(arguments)))
+        else:
+            tool = self._tool(call)
+            if tool:
+                tools.append(_ToolUse("1", *tool))
+        text, stop = ("", None) if tools else self._text(call)
+        return _Answer(text, tools, call.behaviour.get("reasoning", ""), stop)
+
+    def _text(self, call: _Call) -> tuple[str, str | None]:
+        """The reply cut before the request's first stop sequence, and that sequence."""
+        text, stop = cut_at_stop(self._reply(call), call.stops)
+        if stop is not None:
+            self.state.update(call.record, stop_hit=stop)
+        return text, stop
 
     def _tool(self, call: _Call) -> tuple[str, JSON, str] | None:
         """Name, arguments and JSON arguments of the tool call answer, or None to answer
@@ -936,14 +1088,17 @@ class FakeServer:
         wanted = isinstance(options, dict) and options.get("include_usage") is True
         return wanted and not call.behaviour.get("no_usage")
 
-    def _openai_usage(self, call: _Call, completion: int) -> JSON:
+    def _openai_usage(self, call: _Call, completion: int, reasoning: int = 0) -> JSON:
         prompt = call.prompt_words + call.cached
-        return {
+        usage: JSON = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": call.cached},
         }
+        if reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+        return usage
 
     # -- OpenAI -----------------------------------------------------------
 
@@ -995,22 +1150,26 @@ class FakeServer:
     async def _chat(self, call: _Call) -> web.StreamResponse:
         n = self._choices_count(call)
         ident = f"chatcmpl-fake-{call.seq}"
-        tool = self._tool(call)
-        reply = self._reply(call)
-        completion = words(tool[2] if tool else reply) * n
+        answer = self._answer(call)
+        reasoning_words = words(answer.reasoning)
+        completion = (answer.output_words + reasoning_words) * n
+        usage = self._openai_usage(call, completion, reasoning_words * n)
         if self._stream_requested(call):
-            return await self._stream(
-                call, self._chat_items(call, ident, n, tool, reply), "text/event-stream"
-            )
-        message: JSON = {"role": "assistant", "content": reply, "refusal": None}
-        if tool:
+            items = self._chat_items(call, ident, n, answer, usage)
+            reported = usage if self._include_usage(call) else None
+            return await self._stream(call, items, "text/event-stream", reported)
+        message: JSON = {"role": "assistant", "content": answer.text, "refusal": None}
+        if answer.reasoning:
+            message["reasoning_content"] = answer.reasoning
+        if answer.tools:
             message["content"] = None
             message["tool_calls"] = [
                 {
-                    "id": "call_fake_1",
+                    "id": f"call_fake_{tool.id}",
                     "type": "function",
-                    "function": {"name": tool[0], "arguments": tool[2]},
+                    "function": {"name": tool.name, "arguments": tool.json},
                 }
+                for tool in answer.tools
             ]
         payload: JSON = {
             "id": ident,
@@ -1022,20 +1181,18 @@ class FakeServer:
                     "index": i,
                     "message": copy.deepcopy(message),
                     "logprobs": None,
-                    "finish_reason": "tool_calls" if tool else "stop",
+                    "finish_reason": "tool_calls" if answer.tools else "stop",
                 }
                 for i in range(n)
             ],
-            "usage": self._openai_usage(call, completion),
+            "usage": usage,
             "system_fingerprint": "fp_fake",
         }
         if call.behaviour.get("no_usage"):
             del payload["usage"]
-        return await self._send_json(call, payload)
+        return await self._send_json(call, payload, usage=payload.get("usage"))
 
-    def _chat_items(
-        self, call: _Call, ident: str, n: int, tool: tuple[str, JSON, str] | None, reply: str
-    ) -> Items:
+    def _chat_items(self, call: _Call, ident: str, n: int, answer: _Answer, usage: JSON) -> Items:
         include_usage = self._include_usage(call)
 
         def chunk(choices: list[JSON], usage: JSON | None = None) -> bytes:
@@ -1059,38 +1216,68 @@ class FakeServer:
                 "finish_reason": finish,
             }
 
-        items: Items = []
-        if tool:
-            name, _, arguments = tool
-            header = {
-                "index": 0,
-                "id": "call_fake_1",
+        def each(kind: str, delta: JSON) -> Items:
+            return [(kind, chunk([choice(i, copy.deepcopy(delta))])) for i in range(n)]
+
+        def header(index: int, tool: _ToolUse) -> JSON:
+            return {
+                "index": index,
+                "id": f"call_fake_{tool.id}",
                 "type": "function",
-                "function": {"name": name, "arguments": ""},
+                "function": {"name": tool.name, "arguments": ""},
             }
-            first: JSON = {"role": "assistant", "content": None, "tool_calls": [header]}
-            items += [("pre", chunk([choice(i, copy.deepcopy(first))])) for i in range(n)]
-            for fragment in _fragments(arguments):
-                delta = {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}
-                items += [("content", chunk([choice(i, copy.deepcopy(delta))])) for i in range(n)]
-            finish, completion = "tool_calls", words(arguments) * n
+
+        def fragment(index: int, text: str) -> JSON:
+            return {"tool_calls": [{"index": index, "function": {"arguments": text}}]}
+
+        items: Items = []
+        tools = answer.tools
+        if answer.reasoning:
+            items += each("pre", {"role": "assistant", "content": None if tools else ""})
+            for piece in pieces(answer.reasoning):
+                items += each("content", {"reasoning_content": piece})
+        if tools:
+            first: JSON = {"tool_calls": [header(0, tools[0])]}
+            if answer.reasoning:
+                items += each("mid", first)
+            else:
+                items += each("pre", {"role": "assistant", "content": None, **first})
+            fragments = [_fragments(tool.json) for tool in tools]
+            if call.behaviour.get("interleave"):
+                # round robin: call 0 fragment 1, call 1 fragment 1, call 0 fragment 2...
+                order = [
+                    (index, number)
+                    for number in range(max(map(len, fragments)))
+                    for index in range(len(tools))
+                    if number < len(fragments[index])
+                ]
+            else:
+                order = [
+                    (index, number) for index, parts in enumerate(fragments) for number in range(len(parts))
+                ]
+            for index, number in order:
+                if number == 0 and index > 0:
+                    items += each("mid", {"tool_calls": [header(index, tools[index])]})
+                items += each("content", fragment(index, fragments[index][number]))
+            finish = "tool_calls"
         else:
-            first = {"role": "assistant", "content": "", "refusal": None}
-            items += [("pre", chunk([choice(i, dict(first))])) for i in range(n)]
-            for piece in pieces(reply):
-                items += [("content", chunk([choice(i, {"content": piece})])) for i in range(n)]
-            finish, completion = "stop", words(reply) * n
+            if not answer.reasoning:
+                items += each("pre", {"role": "assistant", "content": "", "refusal": None})
+            for piece in pieces(answer.text):
+                items += each("content", {"content": piece})
+            finish = "stop"
         items += [("post", chunk([choice(i, {}, finish)])) for i in range(n)]
         if include_usage:
-            items.append(("post", chunk([], self._openai_usage(call, completion))))
+            items.append(("post", chunk([], usage)))
         items.append(("post", _sse("[DONE]")))
         return items
 
     async def _completions(self, call: _Call) -> web.StreamResponse:
         n = self._choices_count(call)
         ident = f"cmpl-fake-{call.seq}"
-        reply = self._reply(call)
+        reply, _ = self._text(call)
         completion = words(reply) * n
+        usage = self._openai_usage(call, completion)
         if self._stream_requested(call):
             include_usage = self._include_usage(call)
 
@@ -1119,9 +1306,9 @@ class FakeServer:
                 items += [("content", chunk([choice(i, piece)])) for i in range(n)]
             items += [("post", chunk([choice(i, "", "stop")])) for i in range(n)]
             if include_usage:
-                items.append(("post", chunk([], self._openai_usage(call, completion))))
+                items.append(("post", chunk([], usage)))
             items.append(("post", _sse("[DONE]")))
-            return await self._stream(call, items, "text/event-stream")
+            return await self._stream(call, items, "text/event-stream", usage if include_usage else None)
         payload: JSON = {
             "id": ident,
             "object": "text_completion",
@@ -1130,11 +1317,11 @@ class FakeServer:
             "choices": [
                 {"text": reply, "index": i, "logprobs": None, "finish_reason": "stop"} for i in range(n)
             ],
-            "usage": self._openai_usage(call, completion),
+            "usage": usage,
         }
         if call.behaviour.get("no_usage"):
             del payload["usage"]
-        return await self._send_json(call, payload)
+        return await self._send_json(call, payload, usage=payload.get("usage"))
 
     async def _embeddings(self, call: _Call) -> web.StreamResponse:
         dimensions = call.body.get("dimensions") or EMBEDDING_DIMENSIONS
@@ -1157,7 +1344,7 @@ class FakeServer:
         }
         if call.behaviour.get("no_usage"):
             del payload["usage"]
-        return await self._send_json(call, payload)
+        return await self._send_json(call, payload, usage=payload.get("usage"))
 
     async def _models(self, call: _Call) -> web.StreamResponse:
         data = [
@@ -1202,11 +1389,11 @@ class FakeServer:
 
     async def _messages(self, call: _Call) -> web.StreamResponse:
         ident = f"msg_fake_{call.seq}"
-        tool = self._tool(call)
-        reply = self._reply(call)
-        output_tokens = words(tool[2] if tool else reply)
-        stop_reason = "tool_use" if tool else "end_turn"
+        answer = self._answer(call)
+        output_tokens = answer.output_words
+        stop_reason = "tool_use" if answer.tools else "stop_sequence" if answer.stop else "end_turn"
         no_usage = bool(call.behaviour.get("no_usage"))
+        usage = None if no_usage else self._anthropic_usage(call, output_tokens)
         message: JSON = {
             "id": ident,
             "type": "message",
@@ -1218,55 +1405,59 @@ class FakeServer:
             "usage": self._anthropic_usage(call, 1),
         }
         if not self._stream_requested(call):
-            if tool:
-                block: JSON = {
-                    "type": "tool_use",
-                    "id": "toolu_fake_1",
-                    "name": tool[0],
-                    "input": tool[1],
-                }
+            if answer.tools:
+                blocks: list[JSON] = [
+                    {
+                        "type": "tool_use",
+                        "id": f"toolu_fake_{tool.id}",
+                        "name": tool.name,
+                        "input": tool.arguments,
+                    }
+                    for tool in answer.tools
+                ]
             else:
-                block = {"type": "text", "text": reply}
+                blocks = [{"type": "text", "text": answer.text}]
             message.update(
-                content=[block],
+                content=blocks,
                 stop_reason=stop_reason,
-                usage=self._anthropic_usage(call, output_tokens),
+                stop_sequence=answer.stop,
+                usage=usage,
             )
             if no_usage:
                 del message["usage"]
-            return await self._send_json(call, message)
+            return await self._send_json(call, message, usage=usage)
 
         def event(kind: str, **data: Any) -> bytes:
             return _sse({"type": kind, **data}, event=kind)
 
         if no_usage:
             del message["usage"]
-        if tool:
-            start: JSON = {
-                "type": "tool_use",
-                "id": "toolu_fake_1",
-                "name": tool[0],
-                "input": {},
-            }
-            deltas = [{"type": "input_json_delta", "partial_json": f} for f in _fragments(tool[2])]
-        else:
-            start = {"type": "text", "text": ""}
-            deltas = [{"type": "text_delta", "text": p} for p in pieces(reply)]
-        final: JSON = {"delta": {"stop_reason": stop_reason, "stop_sequence": None}}
+        streamed: list[tuple[JSON, list[JSON]]] = []  # (content_block_start block, deltas)
+        for tool in answer.tools:
+            start: JSON = {"type": "tool_use", "id": f"toolu_fake_{tool.id}", "name": tool.name, "input": {}}
+            deltas = [{"type": "input_json_delta", "partial_json": f} for f in _fragments(tool.json)]
+            streamed.append((start, deltas))
+        if not answer.tools:
+            deltas = [{"type": "text_delta", "text": p} for p in pieces(answer.text)]
+            streamed.append(({"type": "text", "text": ""}, deltas))
+        final: JSON = {"delta": {"stop_reason": stop_reason, "stop_sequence": answer.stop}}
         if not no_usage:
             final["usage"] = {"output_tokens": output_tokens}
-        items: Items = [
-            ("pre", event("message_start", message=message)),
-            ("pre", event("content_block_start", index=0, content_block=start)),
-            ("pre", event("ping")),
-        ]
-        items += [("content", event("content_block_delta", index=0, delta=d)) for d in deltas]
+        items: Items = [("pre", event("message_start", message=message))]
+        for index, (start, deltas) in enumerate(streamed):
+            if index:
+                items.append(("mid", event("content_block_stop", index=index - 1)))
+            kind = "mid" if index else "pre"
+            items.append((kind, event("content_block_start", index=index, content_block=start)))
+            if not index:
+                items.append(("pre", event("ping")))
+            items += [("content", event("content_block_delta", index=index, delta=d)) for d in deltas]
         items += [
-            ("post", event("content_block_stop", index=0)),
+            ("post", event("content_block_stop", index=len(streamed) - 1)),
             ("post", event("message_delta", **final)),
             ("post", event("message_stop")),
         ]
-        return await self._stream(call, items, "text/event-stream")
+        return await self._stream(call, items, "text/event-stream", usage)
 
     # -- Gemini -----------------------------------------------------------
 
@@ -1284,6 +1475,12 @@ class FakeServer:
             call.model = model
             if not isinstance(call.body.get("contents"), list):
                 raise _ApiError(400, "* GenerateContentRequest.contents: contents is not specified")
+            config = call.body.get("generationConfig", call.body.get("generation_config"))
+            count = config.get("candidateCount", 1) if isinstance(config, dict) else 1
+            valid = isinstance(count, int) and not isinstance(count, bool)
+            if not valid or not 1 <= count <= GEMINI_MAX_CANDIDATES:
+                message = "* GenerateContentRequest.generation_config.candidate_count: must be 1-8"
+                raise _ApiError(400, message)
 
         endpoint = _Endpoint(
             "gemini",
@@ -1324,39 +1521,49 @@ class FakeServer:
         return usage
 
     async def _generate(self, call: _Call) -> web.StreamResponse:
-        tool = self._tool(call)
-        reply = self._reply(call)
-        candidates = words(tool[2] if tool else reply)
+        answer = self._answer(call)
+        count = self._candidate_count(call)
+        candidates = answer.output_words * count
+        usage = None if call.behaviour.get("no_usage") else self._gemini_usage(call, candidates)
         response_id = f"fake-{call.seq}"
 
         def response(parts: list[JSON], last: bool) -> JSON:
-            candidate: JSON = {"content": {"parts": parts, "role": "model"}, "index": 0}
-            data: JSON = {"candidates": [candidate]}
-            if last:
-                candidate["finishReason"] = "STOP"
-                if not call.behaviour.get("no_usage"):
-                    data["usageMetadata"] = self._gemini_usage(call, candidates)
+            data: JSON = {"candidates": []}
+            for index in range(count):
+                content = {"parts": copy.deepcopy(parts), "role": "model"}
+                candidate: JSON = {"content": content, "index": index}
+                if last:
+                    candidate["finishReason"] = "STOP"
+                data["candidates"].append(candidate)
+            if last and usage is not None:
+                data["usageMetadata"] = usage
             data.update(modelVersion=call.model, responseId=response_id)
             return data
 
-        if tool:
-            function_call = {"name": tool[0], "args": tool[1]}
-            chunks = [[{"functionCall": function_call}]]
+        if answer.tools:
+            calls = [{"functionCall": {"name": t.name, "args": t.arguments}} for t in answer.tools]
+            chunks = [calls]
         else:
-            chunks = [[{"text": p}] for p in pieces(reply)] or [[{"text": ""}]]
+            chunks = [[{"text": p}] for p in pieces(answer.text)] or [[{"text": ""}]]
         if not call.request.path.endswith(":streamGenerateContent"):
-            parts = chunks[0] if tool else [{"text": reply}]
-            return await self._send_json(call, response(parts, last=True))
+            parts = chunks[0] if answer.tools else [{"text": answer.text}]
+            return await self._send_json(call, response(parts, last=True), usage=usage)
         bodies = [response(parts, i == len(chunks) - 1) for i, parts in enumerate(chunks)]
         if call.request.query.get("alt") == "sse":
             items: Items = [("content", _sse(b)) for b in bodies]
-            return await self._stream(call, items, "text/event-stream")
+            return await self._stream(call, items, "text/event-stream", usage)
         items = [("pre", b"[")]
         items += [
             ("content", (b",\r\n" if i else b"") + json.dumps(b).encode()) for i, b in enumerate(bodies)
         ]
         items.append(("post", b"]"))
-        return await self._stream(call, items, "application/json")
+        return await self._stream(call, items, "application/json", usage)
+
+    @staticmethod
+    def _candidate_count(call: _Call) -> int:
+        config = call.body.get("generationConfig", call.body.get("generation_config"))
+        count = config.get("candidateCount", 1) if isinstance(config, dict) else 1
+        return count if isinstance(count, int) and not isinstance(count, bool) else 1
 
 
 # --------------------------------------------------------------------------

@@ -365,3 +365,12 @@ def test_classify_error_uses_base_rules():
     error = ADAPTER.classify_error(429, body)
     assert error.retryable and not error.disable and error.message == "Resource has been exhausted"
     assert ADAPTER.classify_error(403, b'{"error": {"code": 403, "message": "API key not valid"}}').disable
+
+
+def test_reasoning_effort_asks_for_thoughts():
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "low"}
+    config = openai_to_gemini(body)["generationConfig"]
+    assert config["thinkingConfig"] == {"includeThoughts": True, "thinkingBudget": 1024}
+    assert "thinkingConfig" not in openai_to_gemini({**body, "reasoning_effort": None}).get(
+        "generationConfig", {}
+    )
