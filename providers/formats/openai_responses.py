@@ -313,6 +313,10 @@ def normalize_input(value: Any) -> list[dict]:
             if isinstance(content, str):
                 part = "output_text" if role == "assistant" else "input_text"
                 item["content"] = [{"type": part, "text": content}]
+            for position, part in enumerate(item["content"]):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    where = f"input[{index}].content[{position}]"
+                    raise RequestError(f"'{where}' must be an object with a 'type'.", param=where)
             for part in item["content"]:
                 if isinstance(part, dict) and part.get("type") == "output_text":
                     part.setdefault("annotations", [])
