@@ -41,6 +41,7 @@ class UsageLog(models.Model):
         COMPLETION = "completion", "Completion"
         EMBEDDING = "embedding", "Embedding"
         MESSAGES = "messages", "Anthropic messages"
+        RESPONSES = "responses", "OpenAI responses"
         MIDJOURNEY = "midjourney", "Midjourney"
         SEARCH = "search", "Web search"
         OTHER = "other", "Other"

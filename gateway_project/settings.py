@@ -93,6 +93,8 @@ try:
     RELAY_LEASE_SIZE = get_int("RELAY_LEASE_SIZE", 256, minimum=1)
     RELAY_AUTH_FAILURES_PER_MINUTE = get_int("RELAY_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
     USAGE_LOG_RETENTION_DAYS = get_int("USAGE_LOG_RETENTION_DAYS", 90, minimum=0)
+    # stored Responses (/v1/responses with store: true) are deleted after this; 0 keeps them
+    RESPONSES_RETENTION_DAYS = get_int("RESPONSES_RETENTION_DAYS", 30, minimum=0)
     ALLOW_REGISTRATION = get_bool("ALLOW_REGISTRATION", True)
     BILLING_CURRENCY = get_str("BILLING_CURRENCY", "USD")
 except ConfigError as exc:
@@ -113,6 +115,7 @@ INSTALLED_APPS = [
     "billing",
     "quotas",
     "relay",
+    "conversations",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "jwtauth",
@@ -257,6 +260,7 @@ CELERY_BEAT_SCHEDULE = {
     "check-providers": {"task": "providers.check_providers", "schedule": 60.0},
     "release-expired-reservations": {"task": "quotas.release_expired", "schedule": 30.0},
     "purge-usage-logs": {"task": "billing.purge_usage_logs", "schedule": 3600.0},
+    "purge-responses": {"task": "conversations.purge_responses", "schedule": 3600.0},
 }
 
 # --- management API, API docs and user dashboard --------------------------------------

@@ -69,6 +69,7 @@ class Call:
     model_max: int | None = None  # the model's max_output_tokens, for the reservation estimate
     # what this request needs that an adapter cannot honour: (param, reason) or None
     unsupported: Callable[[Adapter], tuple[str, str] | None] | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (JSON and streams)
 
 
 def target_for(route: Route) -> Target:
@@ -83,8 +84,8 @@ def target_for(route: Route) -> Target:
 
 
 def answer_text(body: bytes) -> str:
-    """The generated text of an answer in the client's protocol (chat, completion or
-    Anthropic message): what local counting bills when the upstream gave no usage."""
+    """The generated text of an answer in the client's protocol (chat, completion,
+    Anthropic message or Response): what local counting bills when the upstream gave no usage."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -100,6 +101,10 @@ def answer_text(body: bytes) -> str:
         parts.append(block.get("text") or block.get("thinking") or "")
         if block.get("type") == "tool_use":
             parts.append(orjson.dumps(block.get("input") or {}).decode())
+    for item in data.get("output") or () if isinstance(data.get("output"), list) else ():  # a Response
+        for part in item.get("content") or () if isinstance(item.get("content"), list) else ():
+            parts.append(part.get("text") or part.get("refusal") or "")
+        parts.append(item.get("arguments") or item.get("input") or "")
     return "".join(part for part in parts if isinstance(part, str))
 
 
@@ -260,13 +265,13 @@ class Forwarder:
             completion = tokens.count_text(answer_text(body)) if record.request_type != "embedding" else 0
             record.usage = Usage(prompt_tokens=call.count_prompt(), completion_tokens=completion)
             record.usage_estimated = True
-        await ctx.respond(200, body)
+        await ctx.respond(200, body, headers=call.headers)
 
     async def _stream(
         self, ctx: Context, call: Call, adapter: Adapter, response, record: UsageRecord, started
     ):
         translator = call.translator(adapter)
-        await ctx.start_stream()
+        await ctx.start_stream(call.headers)
         error = ""
         try:
             async for chunk in response.content.iter_any():
@@ -301,7 +306,8 @@ class Forwarder:
         if error:
             record.status_code = 502
             record.error = error
-            await ctx.end_stream(ctx.protocol.stream_error(error))
+            tail = translator.stream_error(error)
+            await ctx.end_stream(ctx.protocol.stream_error(error) if tail is None else tail)
         else:
             await ctx.end_stream()
 

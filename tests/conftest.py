@@ -94,7 +94,9 @@ def _no_in_process_jobs():
     suite a probe would consume a fake upstream's scripted answer, so those jobs run only
     in the tests that turn them on (interval > 0)."""
     schedule = settings.CELERY_BEAT_SCHEDULE
-    saved = {name: dict(schedule[name]) for name in ("check-providers", "purge-usage-logs")}
+    saved = {
+        name: dict(schedule[name]) for name in ("check-providers", "purge-usage-logs", "purge-responses")
+    }
     for name in saved:
         schedule[name] = {**schedule[name], "schedule": 0}
     yield

@@ -34,6 +34,8 @@ VALID = {
     "/v1/embeddings": {"model": MODEL, "input": "hi"},
     "/v1/messages": {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
     "/v1/messages/count_tokens": {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/responses": {"model": MODEL, "input": "hi", "max_output_tokens": 5, "store": False},
+    "/v1/responses/input_tokens": {"model": MODEL, "input": "hi"},
 }
 ANTHROPIC = {"/v1/messages", "/v1/messages/count_tokens"}
 
@@ -51,7 +53,8 @@ json_values = st.recursive(
 FIELDS = (
     "model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options", "n", "tools",
     "tool_choice", "stop", "stop_sequences", "system", "thinking", "prompt", "input", "temperature",
-    "logprobs", "top_logprobs", "seed", "response_format", "metadata", "content", "role",
+    "logprobs", "top_logprobs", "seed", "response_format", "metadata", "content", "role", "instructions",
+    "max_output_tokens", "previous_response_id", "text", "reasoning", "include", "store", "background",
 )  # fmt: skip
 
 
@@ -173,17 +176,21 @@ def test_generated_inputs_never_get_a_5xx(relay, path, request):
     assert len(seen) == EXAMPLES
 
 
-def nested(depth: int) -> bytes:
+def nested(depth: int, path: str) -> bytes:
+    """A message whose content is ``depth`` nested arrays, in the field the endpoint reads."""
+    field = b"input" if "responses" in path else b"messages"
     return (
-        b'{"model": "fuzz-model", "max_tokens": 5, "messages": [{"role": "user", "content": '
+        b'{"model": "fuzz-model", "max_tokens": 5, "'
+        + field
+        + b'": [{"role": "user", "content": '
         + (b"[" * depth + b"]" * depth)
         + b"}]}"
     )
 
 
 HOSTILE = {
-    "nesting 300": nested(300),
-    "nesting 5000": nested(5000),
+    "nesting 300": "nested",
+    "nesting 5000": "nested",
     "huge array": None,  # per endpoint: a list field it reads, 200,000 items of the wrong kind
     "invalid utf-8": b'{"model": "fuzz-model", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
     "not json": b"\x00\x01 definitely not json",
@@ -198,8 +205,16 @@ HOSTILE = {
 def test_hostile_bodies_get_a_4xx_in_the_endpoints_shape(relay, path, case):
     app, key = relay
     body = HOSTILE[case]
-    if body is None:
-        field = "stop_sequences" if path in ANTHROPIC else "input" if "embeddings" in path else "stop"
+    if body == "nested":
+        body = nested(int(case.split()[1]), path)
+    elif body is None:
+        field = (
+            "stop_sequences"
+            if path in ANTHROPIC
+            else "input"
+            if "embeddings" in path or "responses" in path
+            else "stop"
+        )
         body = orjson.dumps({**VALID[path], field: [*range(100_000), *([{}] * 100_000)]})
     status, payload = app.call(path, body, key)
     check(path, status, payload)

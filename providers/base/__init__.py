@@ -99,6 +99,12 @@ class StreamTranslator:
         rest = self.buffer.rest()
         return self._line(rest) if rest else b""
 
+    def stream_error(self, message: str) -> bytes | None:
+        """The last bytes of a stream that broke off, when the translator's protocol needs
+        its own state for them (a Responses stream's id and sequence numbers); None: the
+        endpoint protocol's generic error event."""
+        return None
+
 
 class ChainedStream(StreamTranslator):
     """Two translators in a row (e.g. Gemini -> chat chunks -> Anthropic events).
@@ -138,6 +144,9 @@ class ChainedStream(StreamTranslator):
         middle = self.first.close()
         out = self.second.feed(middle) if middle else b""
         return out + self.second.close()
+
+    def stream_error(self, message: str) -> bytes | None:
+        return self.second.stream_error(message)
 
 
 class Capability(StrEnum):

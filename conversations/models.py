@@ -1,0 +1,35 @@
+"""State of the Responses API (``/v1/responses``): the responses a user asked the gateway
+to keep (``store``, the API's default), so that ``previous_response_id`` can continue a
+conversation on providers that keep no state, and so that a response, its input items
+and its deletion are served per user."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class StoredResponse(models.Model):
+    response_id = models.CharField(max_length=64, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "keys.APIKey", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    model = models.CharField(max_length=200)
+    previous_response_id = models.CharField(max_length=64, blank=True)
+    response = models.JSONField(help_text="The Response object as the client received it.")
+    input_items = models.JSONField(default=list, help_text="This request's input items (with ids).")
+    messages = models.JSONField(
+        default=list,
+        help_text="The whole conversation up to and including this answer, as chat messages "
+        "(what a follow-up with previous_response_id is sent upstream after).",
+    )
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.response_id

@@ -1,0 +1,485 @@
+"""POST /v1/responses and its routes: OpenAI's Responses API for any model that can chat.
+
+The request is translated to a chat request (``providers.formats.openai_responses``),
+sent through the normal pipeline to whatever provider serves the model, and the answer
+translated back (JSON, or the typed Responses events). With ``store`` (the API's
+default) the response, its input items and the conversation so far are kept per user
+(``conversations``), so ``previous_response_id`` continues a conversation on providers
+that keep no state; a response id of another user does not exist for this one.
+
+Storage is written off the response path (a worker thread, started when the answer is
+complete); a follow-up that arrives at the same worker before the write has finished
+waits for it (``PENDING``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from urllib.parse import parse_qs
+
+import orjson
+from asgiref.sync import sync_to_async
+
+from conversations import selectors, services
+from providers.base import Adapter, Capability, ChainedStream, Usage
+from providers.formats.openai_responses import (
+    ChatPlan,
+    ChatStreamToResponses,
+    RequestError,
+    chat_to_response,
+    conversation_after,
+    new_id,
+    output_text,
+    response_object,
+    responses_to_chat,
+    responses_usage,
+    wants_summary,
+)
+
+from .. import tokens
+from ..config import Route
+from ..errors import RelayError
+from ..forward import Call, UsageRecord, candidates, target_for
+from ..http import Context
+from ..openapi import OPEN, ref
+from ..protocols.responses import RESPONSES, check_responses
+from . import Doc, Endpoint
+from .chat_completions import unsupported_for
+from .common import parse_json, require_model, resolve, stream_flag
+
+logger = logging.getLogger("relay")
+
+PREFIX = "/v1/responses/"
+DROPPED_HEADER = b"x-gateway-dropped-tools"
+WAIT_FOR_WRITE = 10.0  # seconds a read waits for this worker's pending write of the same id
+PENDING: dict[str, asyncio.Task] = {}  # response id -> its storage write, while it runs
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def _store(ctx: Context, plan: ChatPlan, response: dict, previous: str | None) -> None:
+    """Keep ``response`` for its user, in a worker thread; registered in PENDING at once so
+    a follow-up on this worker waits for the write instead of missing it."""
+    key = ctx.key
+    response_id = response["id"]
+    write = sync_to_async(services.stored_response_create, thread_sensitive=False)(
+        response_id=response_id,
+        user_id=key.user_id,
+        api_key_id=key.id,
+        model=response["model"],
+        response=response,
+        input_items=plan.input_items,
+        messages=conversation_after(plan.messages, response),
+        previous_response_id=previous or "",
+        created_at=datetime.fromtimestamp(response["created_at"], tz=UTC),
+    )
+    task = asyncio.ensure_future(write)
+    PENDING[response_id] = task
+
+    def done(finished: asyncio.Task) -> None:
+        PENDING.pop(response_id, None)
+        if not finished.cancelled() and finished.exception() is not None:
+            logger.error(
+                "storing a response failed", exc_info=finished.exception(), extra={"response": response_id}
+            )
+
+    task.add_done_callback(done)
+
+
+async def _stored(ctx: Context, response_id: str):
+    """The key owner's stored response, or None (unknown, deleted, or another user's)."""
+    pending = PENDING.get(response_id)
+    if pending is not None:
+        # a failed or slow write is logged by its task: read what there is
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(pending), WAIT_FOR_WRITE)
+    return await sync_to_async(selectors.stored_response_get, thread_sensitive=False)(
+        user_id=ctx.key.user_id, response_id=response_id
+    )
+
+
+def _not_found(response_id: str) -> RelayError:
+    return RelayError(404, f"Response with id '{response_id}' not found.", param="response_id")
+
+
+async def _history(ctx: Context, body: dict) -> list[dict]:
+    previous = body.get("previous_response_id")
+    if not previous:
+        return []
+    stored = await _stored(ctx, previous)
+    if stored is None:
+        raise RelayError(
+            400,
+            f"Previous response with id '{previous}' not found.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+    return stored.messages
+
+
+def _translate(body: dict, history: list[dict], reasoning: bool) -> ChatPlan:
+    try:
+        return responses_to_chat(body, history=history, reasoning=reasoning)
+    except RequestError as exc:
+        raise RelayError(400, exc.message, param=exc.param, code=exc.code) from None
+
+
+# --------------------------------------------------------------------------- create
+
+
+async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, list[Route]]:
+    body = parse_json(raw)
+    model = require_model(body)
+    record.model_requested = model
+    check_responses(body)
+    stream = record.stream = stream_flag(body)
+    info, routes = await resolve(ctx, model, Capability.CHAT, what="responses")
+    record.price = info.price
+    previous = body.get("previous_response_id")
+    plan = _translate(body, await _history(ctx, body), info.reasoning)
+    chat = plan.chat
+    if info.max_output_tokens and chat.get("max_tokens", 0) > info.max_output_tokens:
+        chat["max_tokens"] = info.max_output_tokens
+    base = response_object(body, response_id=new_id("resp"), model=model)
+    summary = wants_summary(body)
+    keep = body.get("store") is not False
+    headers = ((DROPPED_HEADER, ",".join(plan.dropped_tools).encode()),) if plan.dropped_tools else ()
+
+    def stored(response: dict) -> None:
+        if keep and response.get("status") in ("completed", "incomplete"):
+            _store(ctx, plan, response, previous)
+
+    def answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
+        data, usage = adapter.chat_response(orjson.loads(payload), model=model)
+        response = chat_to_response(data, response=base, tools=plan.tools, summary=summary)
+        if response["usage"] is None:  # the upstream reported none: shown counted, billed estimated
+            response["usage"] = responses_usage(
+                None,
+                input_tokens=tokens.count_chat_prompt(chat),
+                output_tokens=tokens.count_text(output_text(response)),
+            )
+        stored(response)
+        return orjson.dumps(response), usage
+
+    def translator(adapter: Adapter):
+        return ChainedStream(
+            adapter.chat_stream(model=model, include_usage=True),
+            ChatStreamToResponses(
+                response=base,
+                tools=plan.tools,
+                summary=summary,
+                input_tokens=tokens.count_chat_prompt(chat),
+                count_tokens=tokens.count_text,
+                on_done=stored,
+            ),
+        )
+
+    call = Call(
+        body=chat,
+        model=model,
+        model_max=info.max_output_tokens,
+        stream=stream,
+        build=lambda adapter, route: adapter.chat_request(chat, target_for(route), stream=stream),
+        answer=answer,
+        translator=translator,
+        count_prompt=lambda: tokens.count_chat_prompt(chat),
+        unsupported=unsupported_for(chat),
+        headers=headers,
+    )
+    return call, candidates(routes, info.strategy, model)
+
+
+# --------------------------------------------------------------------------- other routes
+
+
+def _query(ctx: Context) -> dict[str, str]:
+    parsed = parse_qs(ctx.scope.get("query_string", b"").decode("latin-1"))
+    return {name: values[-1] for name, values in parsed.items()}
+
+
+def _split(ctx: Context) -> tuple[str, str]:
+    """``/v1/responses/{id}[/{action}]`` -> (id, action)."""
+    response_id, _, action = ctx.path[len(PREFIX) :].partition("/")
+    if not response_id or "/" in action:
+        raise RelayError(404, f"Unknown endpoint {ctx.method} {ctx.path}.", code="unknown_url")
+    return response_id, action
+
+
+async def retrieve(ctx: Context, relay) -> None:
+    """GET /v1/responses/{id} and GET /v1/responses/{id}/input_items."""
+    response_id, action = _split(ctx)
+    if action not in ("", "input_items"):
+        raise RelayError(404, f"Unknown endpoint {ctx.method} {ctx.path}.", code="unknown_url")
+    stored = await _stored(ctx, response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    if not action:
+        await ctx.respond(200, orjson.dumps(stored.response))
+        return
+    await ctx.respond(200, orjson.dumps(_page(stored.input_items, _query(ctx))))
+
+
+def _page(items: list[dict], query: dict[str, str]) -> dict:
+    """One page of input items, as the API paginates them (``after`` an item id)."""
+    try:
+        limit = int(query.get("limit", 20))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 100:
+        raise RelayError(400, "Invalid 'limit': expected an integer between 1 and 100.", param="limit")
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise RelayError(400, "Invalid 'order': expected 'asc' or 'desc'.", param="order")
+    ordered = items if order == "asc" else items[::-1]
+    start = 0
+    after = query.get("after")
+    if after:
+        ids = [item.get("id") for item in ordered]
+        start = ids.index(after) + 1 if after in ids else len(ordered)
+    data = ordered[start : start + limit]
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0].get("id") if data else None,
+        "last_id": data[-1].get("id") if data else None,
+        "has_more": start + limit < len(ordered),
+    }
+
+
+async def delete(ctx: Context, relay) -> None:
+    response_id, action = _split(ctx)
+    if action:
+        raise RelayError(404, f"Unknown endpoint {ctx.method} {ctx.path}.", code="unknown_url")
+    pending = PENDING.get(response_id)
+    if pending is not None:
+        await _stored(ctx, response_id)  # let the write finish first
+    deleted = await sync_to_async(services.stored_response_delete, thread_sensitive=False)(
+        user_id=ctx.key.user_id, response_id=response_id
+    )
+    if not deleted:
+        raise _not_found(response_id)
+    await ctx.respond(200, orjson.dumps({"id": response_id, "object": "response", "deleted": True}))
+
+
+async def cancel(ctx: Context, relay) -> None:
+    """POST /v1/responses/{id}/cancel: only background responses can be cancelled, and this
+    gateway makes none."""
+    response_id, action = _split(ctx)
+    if action != "cancel":
+        raise RelayError(404, f"Unknown endpoint {ctx.method} {ctx.path}.", code="unknown_url")
+    if await _stored(ctx, response_id) is None:
+        raise _not_found(response_id)
+    raise RelayError(
+        400, "Only responses created with background: true can be cancelled.", param="response_id"
+    )
+
+
+async def input_tokens(ctx: Context, relay) -> None:
+    """POST /v1/responses/input_tokens: the input of a Responses request counted here
+    (cl100k: an estimate for non-OpenAI models), previous response included."""
+    body = parse_json(await ctx.read_body())
+    check_responses(body, count_only=True)
+    plan = _translate({**body, "stream": False}, await _history(ctx, body), reasoning=False)
+    count = tokens.count_chat_prompt(plan.chat)
+    await ctx.respond(200, orjson.dumps({"object": "response.input_tokens", "input_tokens": count}))
+
+
+_ID = ({"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}},)
+TAG = "relay: OpenAI"
+
+ENDPOINTS = [
+    Endpoint(
+        "/v1/responses",
+        "POST",
+        RESPONSES,
+        request_type="responses",
+        prepare=prepare,
+        doc=Doc(
+            "relay_responses_create",
+            "Create a response (OpenAI Responses API, any provider)",
+            TAG,
+            "Response",
+            "The response.",
+            request="ResponseCreateRequest",
+            stream=True,
+            description="Translated to a chat request for the provider serving `model` (see "
+            "docs/providers.md), with failover; billed from the upstream's usage. With `stream: "
+            "true`, the typed Responses events (`response.created` ... `response.completed`). "
+            "Built-in tools the provider cannot run are dropped and named in the "
+            "`x-gateway-dropped-tools` response header. `store` (default true) keeps the response "
+            "for its user: `previous_response_id` continues from it.",
+        ),
+    ),
+    Endpoint(
+        "/v1/responses/input_tokens",
+        "POST",
+        RESPONSES,
+        handle=input_tokens,
+        doc=Doc(
+            "relay_responses_input_tokens",
+            "Count the input tokens of a Responses request",
+            TAG,
+            "ResponseInputTokens",
+            "The count.",
+            request="ResponseCreateRequest",
+            description="Counted locally (cl100k), the previous response's conversation included.",
+        ),
+    ),
+    Endpoint(
+        PREFIX,
+        "GET",
+        RESPONSES,
+        handle=retrieve,
+        prefix=True,
+        doc=Doc(
+            "relay_responses_retrieve",
+            "A stored response",
+            TAG,
+            "Response",
+            "The response.",
+            parameters=_ID,
+            path="/v1/responses/{response_id}",
+            description="Only the key owner's responses exist (404 otherwise).",
+        ),
+    ),
+    Endpoint(
+        PREFIX,
+        "GET",
+        RESPONSES,
+        handle=retrieve,
+        prefix=True,
+        doc=Doc(
+            "relay_responses_input_items",
+            "The input items of a stored response",
+            TAG,
+            "ResponseInputItemList",
+            "One page of input items.",
+            parameters=(
+                *_ID,
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
+                {"name": "after", "in": "query", "schema": {"type": "string"}},
+            ),
+            path="/v1/responses/{response_id}/input_items",
+        ),
+    ),
+    Endpoint(
+        PREFIX,
+        "DELETE",
+        RESPONSES,
+        handle=delete,
+        prefix=True,
+        doc=Doc(
+            "relay_responses_delete",
+            "Delete a stored response",
+            TAG,
+            "ResponseDeleted",
+            "Deleted.",
+            parameters=_ID,
+            path="/v1/responses/{response_id}",
+        ),
+    ),
+    Endpoint(
+        PREFIX,
+        "POST",
+        RESPONSES,
+        handle=cancel,
+        prefix=True,
+        doc=Doc(
+            "relay_responses_cancel",
+            "Cancel a background response",
+            TAG,
+            "Response",
+            "Never: background responses are not supported (400), unknown ids are 404.",
+            parameters=_ID,
+            path="/v1/responses/{response_id}/cancel",
+        ),
+    ),
+]
+
+
+# --- OpenAPI: the shapes this module answers with ------------------------------------
+
+SCHEMAS: dict[str, dict] = {
+    "ResponseCreateRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "additionalProperties": True,
+        "description": "OpenAI's Responses request; fields the gateway does not use are ignored.",
+        "properties": {
+            "model": {"type": "string", "example": "gpt-4o-mini"},
+            "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": OPEN}]},
+            "instructions": {"type": "string", "nullable": True},
+            "tools": {"type": "array", "items": OPEN},
+            "tool_choice": {"oneOf": [{"type": "string"}, OPEN]},
+            "parallel_tool_calls": {"type": "boolean"},
+            "max_output_tokens": {"type": "integer", "minimum": 1, "nullable": True},
+            "temperature": {"type": "number", "nullable": True},
+            "top_p": {"type": "number", "nullable": True},
+            "reasoning": OPEN,
+            "text": OPEN,
+            "store": {"type": "boolean", "default": True},
+            "previous_response_id": {"type": "string", "nullable": True},
+            "stream": {"type": "boolean", "default": False},
+            "metadata": OPEN,
+        },
+    },
+    "ResponseUsage": {
+        "type": "object",
+        "additionalProperties": True,
+        "properties": {
+            "input_tokens": {"type": "integer"},
+            "input_tokens_details": OPEN,
+            "output_tokens": {"type": "integer"},
+            "output_tokens_details": OPEN,
+            "total_tokens": {"type": "integer"},
+        },
+    },
+    "Response": {
+        "type": "object",
+        "required": ["id", "object", "created_at", "model", "output"],
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string", "example": "resp_0123456789abcdef0123456789abcdef"},
+            "object": {"type": "string", "enum": ["response"]},
+            "created_at": {"type": "integer"},
+            "status": {"type": "string", "enum": ["completed", "incomplete", "failed", "in_progress"]},
+            "model": {"type": "string"},
+            "output": {"type": "array", "items": OPEN},
+            "usage": ref("ResponseUsage"),
+            "previous_response_id": {"type": "string", "nullable": True},
+        },
+    },
+    "ResponseInputItemList": {
+        "type": "object",
+        "required": ["object", "data", "has_more"],
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": OPEN},
+            "first_id": {"type": "string", "nullable": True},
+            "last_id": {"type": "string", "nullable": True},
+            "has_more": {"type": "boolean"},
+        },
+    },
+    "ResponseDeleted": {
+        "type": "object",
+        "required": ["id", "object", "deleted"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["response"]},
+            "deleted": {"type": "boolean"},
+        },
+    },
+    "ResponseInputTokens": {
+        "type": "object",
+        "required": ["object", "input_tokens"],
+        "properties": {
+            "object": {"type": "string", "enum": ["response.input_tokens"]},
+            "input_tokens": {"type": "integer"},
+        },
+    },
+}
