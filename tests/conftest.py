@@ -281,3 +281,17 @@ def _fresh_counter_store():
 
     reset_store()
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_sqlite_sidecars():
+    """SQLite in WAL mode leaves ``-wal``/``-shm`` files beside the test database it dropped."""
+    yield
+    import contextlib
+    import os
+
+    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") and name and name != ":memory:":
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"{name}{suffix}")

@@ -30,8 +30,8 @@ def test_several_workers_without_redis_refuse_to_start_and_say_why():
     assert "2 workers need REDIS_URL" in err
 
 
-def test_one_worker_without_redis_starts():
-    process = _serve(1, DATABASE_URL=f"sqlite:///{ROOT}/var/test-serving.sqlite3")
+def test_one_worker_without_redis_starts(tmp_path):
+    process = _serve(1, DATABASE_URL=f"sqlite:///{tmp_path}/serving.sqlite3")
     try:
         process.wait(timeout=3)  # still running after 3 s: started
         raise AssertionError(f"gunicorn exited: {process.stderr.read()[-500:]}")
