@@ -275,7 +275,7 @@ class LoginAttempt:
     def succeeded(self) -> None:
         for scope, slot in self.slots:
             if scope == "login_username":
-                cache.delete(slot)  # this user from this address: a clean slate
+                cache.delete_many([slot, slot + ":since"])  # this user from this address: a clean slate
             else:
                 with contextlib.suppress(ValueError):  # the window may have ended meanwhile
                     cache.decr(slot)  # the address counts failures, not successes
@@ -286,8 +286,8 @@ class LoginLimiter:
     cache, with atomic counters (``cache.add`` + ``cache.incr``; Redis or the in-process
     cache). Every attempt is counted before the password is checked, so concurrent wrong
     passwords cannot all slip past the check; a success gives its counts back. The rates
-    are REST_FRAMEWORK's ``login_ip`` and ``login_username`` (e.g. ``10/min``, fixed
-    windows). A locked username stays open to its owner from another address: nobody can
+    are REST_FRAMEWORK's ``login_ip`` and ``login_username`` (e.g. ``10/min``; a window
+    starts with its first attempt). A locked username stays open to its owner from another address: nobody can
     lock someone else out. Used by the API login, the password change and the dashboard.
     """
 
@@ -310,14 +310,20 @@ class LoginLimiter:
         return keys
 
     @staticmethod
-    def _count(slot: str, window: int) -> int:
+    def _count(slot: str, window: int, now: float) -> tuple[int, float]:
+        """Counts one attempt in ``slot``'s window, which starts with its first attempt (no
+        calendar boundary a burst could straddle for twice the limit); returns the count and
+        the seconds until the window ends."""
         for _ in range(3):
-            cache.add(slot, 0, timeout=window + 1)
+            cache.add(slot + ":since", now, timeout=window)
+            cache.add(slot, 0, timeout=window)
             try:
-                return cache.incr(slot)
+                count = cache.incr(slot)
             except ValueError:  # expired between add and incr
                 continue
-        return 1
+            since = cache.get(slot + ":since", now)
+            return count, max(window - (now - since), 1.0)
+        return 1, float(window)
 
     @classmethod
     def begin(cls, meta, username) -> LoginAttempt:
@@ -326,8 +332,8 @@ class LoginLimiter:
         wait = None
         for scope, key in cls._keys(meta, username).items():
             limit, window = cls._rate(scope)
-            slot = f"{key}:{int(now // window)}"
-            slots.append((scope, slot))
-            if cls._count(slot, window) > limit:
-                wait = max(wait or 0.0, window - now % window)
+            slots.append((scope, key))
+            count, left = cls._count(key, window, now)
+            if count > limit:
+                wait = max(wait or 0.0, left)
         return LoginAttempt(slots, wait)
