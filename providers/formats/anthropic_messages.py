@@ -32,9 +32,9 @@ from typing import Any
 
 import orjson
 
-from providers.base import StreamTranslator, Usage
+from providers.base import Usage
 
-from .openai_chat import usage_from_openai
+from .openai_chat import ChatChunkReader, usage_from_openai
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -474,7 +474,7 @@ def chat_to_messages(
 # --------------------------------------------------------------------------- stream
 
 
-class ChatStreamToMessages(StreamTranslator):
+class ChatStreamToMessages(ChatChunkReader):
     """OpenAI chat.completion.chunk SSE -> Anthropic Messages SSE.
 
     Only the first choice is translated.
@@ -779,24 +779,6 @@ class ChatStreamToMessages(StreamTranslator):
             self.usage = usage_from_openai(chunk["usage"])
             if self._finish_reason is not None:
                 out += self._finish()
-        return out
-
-    def _line(self, line: bytes) -> bytes:
-        if self.finished or not line.startswith(b"data:"):
-            return b""
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
-            return self._finish()
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return b""
-        return self._chunk(chunk) if isinstance(chunk, dict) else b""
-
-    def close(self) -> bytes:
-        out = super().close()
-        if not self.finished and self._finish_reason is not None:
-            out += self._finish()  # the upstream ended cleanly after its finish_reason without [DONE]
         return out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from providers.base import Usage
+from providers.base import StreamTranslator, Usage
 
 _DATA_URL = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S
@@ -139,3 +139,36 @@ def stop_list(body: dict, *, blank: bool = True) -> list[str]:
     if not isinstance(stop, list):
         return []
     return [s for s in stop if isinstance(s, str) and (s if blank else s.strip())]
+
+
+class ChatChunkReader(StreamTranslator):
+    """Base of the translators that read an OpenAI chat stream into another protocol:
+    ``data:`` lines parsed, ``[DONE]`` or a clean end after a finish_reason finishing the
+    answer. Subclasses implement ``_chunk`` (one chunk object) and ``_finish``, and set
+    ``_finish_reason`` when a choice reports one."""
+
+    _finish_reason: str | None = None
+
+    def _chunk(self, chunk: dict) -> bytes:
+        raise NotImplementedError
+
+    def _finish(self) -> bytes:
+        raise NotImplementedError
+
+    def _line(self, line: bytes) -> bytes:
+        if self.finished or not line.startswith(b"data:"):
+            return b""
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return self._finish()
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return b""
+        return self._chunk(chunk) if isinstance(chunk, dict) else b""
+
+    def close(self) -> bytes:
+        out = super().close()
+        if not self.finished and self._finish_reason is not None:
+            out += self._finish()  # the upstream ended cleanly after its finish_reason without [DONE]
+        return out

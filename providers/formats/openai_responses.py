@@ -40,9 +40,7 @@ from typing import Any
 
 import orjson
 
-from providers.base import StreamTranslator
-
-from .openai_chat import usage_from_openai
+from .openai_chat import ChatChunkReader, usage_from_openai
 
 ROLES = ("user", "assistant", "system", "developer")
 SUMMARIES = ("auto", "concise", "detailed")
@@ -723,7 +721,7 @@ def failed_event(message: str, *, response: dict | None = None, sequence_number:
     return sse_event(data)
 
 
-class ChatStreamToResponses(StreamTranslator):
+class ChatStreamToResponses(ChatChunkReader):
     """OpenAI chat.completion.chunk SSE -> the Responses API's typed SSE events.
 
     Only the first choice is translated. Every event has a strictly increasing
@@ -1080,22 +1078,4 @@ class ChatStreamToResponses(StreamTranslator):
             self._raw_usage = chunk["usage"]
             if self._finish_reason is not None:
                 out += self._finish()
-        return out
-
-    def _line(self, line: bytes) -> bytes:
-        if self.finished or not line.startswith(b"data:"):
-            return b""
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
-            return self._finish()
-        try:
-            chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return b""
-        return self._chunk(chunk) if isinstance(chunk, dict) else b""
-
-    def close(self) -> bytes:
-        out = super().close()
-        if not self.finished and self._finish_reason is not None:
-            out += self._finish()  # the upstream ended cleanly after its finish_reason without [DONE]
         return out
