@@ -522,7 +522,6 @@ class ChatStreamToMessages(ChatChunkReader):
         self._next_block = 0
         self._open: tuple[str, int] | None = None  # (kind, tool index) of the open block
         self._tools: dict[int, dict[str, Any]] = {}
-        self._last_tool: int | None = None
         self._live: int | None = None  # the tool call streaming live in the open block
         self._finish_reason: str | None = None
         self._has_tool_use = False
@@ -644,25 +643,8 @@ class ChatStreamToMessages(ChatChunkReader):
         return out
 
     def _tool(self, call: dict) -> bytes:
-        index = call.get("index")
-        if not isinstance(index, int) or isinstance(index, bool):
-            # some servers omit the index: a new id is a new call
-            known = {state["id"] for state in self._tools.values()}
-            if call.get("id") and call["id"] not in known or self._last_tool is None:
-                index = len(self._tools)
-            else:
-                index = self._last_tool
-        self._last_tool = index
-        state = self._tools.setdefault(
-            index, {"id": None, "name": None, "args": [], "emitted": False, "closed": False}
-        )
-        if call.get("id") and not state["id"]:
-            state["id"] = str(call["id"])
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        if function.get("name") and not state["name"]:
-            state["name"] = str(function["name"])
-        arguments = function.get("arguments")
-        arguments = arguments if isinstance(arguments, str) else ""
+        fresh = {"id": None, "name": None, "emitted": False, "closed": False}
+        index, state, arguments = self._tool_delta(call, self._tools, fresh)
         if arguments:
             self.collect(arguments)
         if state["closed"]:

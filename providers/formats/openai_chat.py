@@ -148,6 +148,28 @@ class ChatChunkReader(StreamTranslator):
     ``_finish_reason`` when a choice reports one."""
 
     _finish_reason: str | None = None
+    _last_index: int | None = None
+
+    def _tool_delta(self, call: dict, calls: dict[int, dict], fresh: dict) -> tuple[int, dict, str]:
+        """One streamed tool-call fragment placed in ``calls`` (index -> state, a copy of
+        ``fresh`` for a new call, with ``id``, ``name`` and ``args``): its index, its state
+        and its argument text. Servers that omit the index: a new id is a new call."""
+        index = call.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            known = {state["id"] for state in calls.values()}
+            if (call.get("id") and call["id"] not in known) or self._last_index is None:
+                index = len(calls)
+            else:
+                index = self._last_index
+        self._last_index = index
+        state = calls.setdefault(index, {**fresh, "args": []})
+        if call.get("id") and not state["id"]:
+            state["id"] = str(call["id"])
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        if function.get("name") and not state["name"]:
+            state["name"] = str(function["name"])
+        arguments = function.get("arguments")
+        return index, state, arguments if isinstance(arguments, str) else ""
 
     def _chunk(self, chunk: dict) -> bytes:
         raise NotImplementedError

@@ -765,7 +765,6 @@ class ChatStreamToResponses(ChatChunkReader):
         self._parts: list[dict] = []  # the message's content parts so far
         self._part_text: list[str] = []  # text of the open part
         self._calls: dict[int, dict] = {}  # chat tool-call index -> state
-        self._last_call: int | None = None
         self._finish_reason: str | None = None
         self._raw_usage: dict | None = None
         self._shown: list[str] = []
@@ -924,22 +923,9 @@ class ChatStreamToResponses(ChatChunkReader):
 
     # -- tool calls
     def _tool(self, call: dict) -> bytes:
-        index = call.get("index")
-        if not isinstance(index, int) or isinstance(index, bool):
-            known = {state["id"] for state in self._calls.values()}
-            if (call.get("id") and call["id"] not in known) or self._last_call is None:
-                index = len(self._calls)
-            else:
-                index = self._last_call
-        self._last_call = index
-        state = self._calls.setdefault(index, {"id": None, "name": None, "args": [], "output": None})
-        if call.get("id") and not state["id"]:
-            state["id"] = str(call["id"])
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        if function.get("name") and not state["name"]:
-            state["name"] = str(function["name"])
-        arguments = function.get("arguments")
-        arguments = arguments if isinstance(arguments, str) else ""
+        index, state, arguments = self._tool_delta(
+            call, self._calls, {"id": None, "name": None, "output": None}
+        )
         if arguments:
             state["args"].append(arguments)
         if state["output"] is None:
