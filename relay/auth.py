@@ -3,6 +3,7 @@ a per-address block after repeated failures."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.conf import settings
@@ -14,6 +15,8 @@ from .db import db_async
 from .errors import RelayError
 from .forward import in_background
 from .http import Context
+
+logger = logging.getLogger("relay")
 
 TOUCH_INTERVAL = 60.0  # last_used_at is written at most this often per key and worker
 MAX_BLOCKED = 10_000
@@ -81,7 +84,11 @@ class Authenticator:
             key = await self._key(ctx)
         except RelayError as exc:
             if exc.status == 401:
-                failures = await store.count_auth_failure(ip)
+                try:
+                    failures = await store.count_auth_failure(ip)
+                except Exception:  # the store is down: the 401 stands, only the count is lost
+                    logger.warning("failed-authentication count unavailable", exc_info=True)
+                    failures = 0
                 if failures > settings.RELAY_AUTH_FAILURES_PER_MINUTE:
                     until = (time.time() // 60 + 1) * 60
                     if len(self.blocked) > MAX_BLOCKED:

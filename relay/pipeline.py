@@ -22,6 +22,18 @@ from .http import ClientGone, Context
 from .limits import build_plan, refusal_error
 
 logger = logging.getLogger("relay")
+STORE_RETRY_AFTER = b"2"
+
+
+class StoreUnavailable(RelayError):
+    def __init__(self) -> None:
+        super().__init__(
+            503,
+            "The gateway's limits store is unavailable; retry shortly.",
+            type="api_error",
+            code="store_unavailable",
+            headers=[(b"retry-after", STORE_RETRY_AFTER)],
+        )
 
 
 class Pipeline:
@@ -46,7 +58,7 @@ class Pipeline:
                 price=record.price,
                 model_max=call.model_max,
             )
-            refusal = await self.store.reserve(wanted)
+            refusal = await self._reserve(wanted)
             if refusal is not None:
                 raise refusal_error(refusal, ctx.key)
             plan = wanted  # reserved: from here on, the finish settles it
@@ -79,6 +91,17 @@ class Pipeline:
                 # for it); in process: at once
                 finish = self.store.finish if self.store.remote else self.store.finish_sync
                 finish(plan, tokens=event.tokens, cost=event.cost, event=event)
+
+    async def _reserve(self, plan):
+        """The counter store's verdict; its outage is a 503 the client may retry, never a
+        500 (limits fail closed: nothing is served that could not be counted)."""
+        try:
+            return await self.store.reserve(plan)
+        except (RelayError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            logger.warning("counter store unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+            raise StoreUnavailable() from None
 
     @staticmethod
     async def _until_done_or_gone(ctx: Context, task: asyncio.Task, record: UsageRecord) -> None:

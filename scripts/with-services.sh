@@ -38,6 +38,8 @@ cleanup() {
   code=$?
   "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$tmp/pg" -m fast stop >/dev/null 2>&1 || true
   [ -n "${redis_pid:-}" ] && kill "$redis_pid" 2>/dev/null || true
+  # a server a fault test started again on the same port
+  command -v redis-cli >/dev/null && redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
   wait 2>/dev/null || true
   rm -rf "$tmp"
   log "stopped PostgreSQL and Redis"

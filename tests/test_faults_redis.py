@@ -1,0 +1,125 @@
+"""Real Redis faults against the running gateway (make test-full; skipped without Redis).
+
+The server is shut down with SHUTDOWN NOSAVE and a new redis-server is started on the same
+port, as after a crash and a restart: requests that need the counter store answer 503 with
+Retry-After in their protocol's shape (never 500) while it is gone, the gateway serves again
+by itself once it is back, and the usage of the refused requests is not lost."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+import redis
+from django.conf import settings
+
+from billing.models import UsageLog
+from tests.conftest import settle_usage
+
+pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="Redis faults need REDIS_URL (make test-full)")
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+MESSAGES = {"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "hello"}]}
+
+
+def _client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
+
+
+def stop_redis() -> None:
+    with contextlib.suppress(redis.ConnectionError, redis.ResponseError):
+        _client().shutdown(nosave=True)  # the server closes the connection as it goes
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            _client().ping()
+        except redis.ConnectionError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("redis-server did not stop")
+
+
+def start_redis() -> None:
+    url = urlparse(settings.REDIS_URL)
+    subprocess.Popen(
+        [shutil.which("redis-server"), "--port", str(url.port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--daemonize", "yes"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ).wait(timeout=10)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            _client().ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise AssertionError("redis-server did not start")
+
+
+@pytest.fixture
+def redis_back(gateway):
+    yield
+    try:
+        _client().ping()
+    except redis.ConnectionError:
+        start_redis()
+
+
+def post(gateway, path: str, key: str, body: dict) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if path.endswith("completions") else {"x-api-key": key}
+    return httpx.post(f"{gateway.url}{path}", json=body, headers=headers, timeout=30)
+
+
+def test_redis_down_answers_503_then_the_gateway_recovers_without_losing_usage(
+    gateway, world, fake, redis_back
+):
+    world.route(world.provider(fake))
+    user = world.user("alice")
+    assert post(gateway, "/v1/chat/completions", world.key(user), CHAT).status_code == 200
+    cold = world.key(user)  # no lease in any worker yet: it must ask the store
+
+    stop_redis()
+    refused = []
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for path, body in (("/v1/chat/completions", CHAT), ("/v1/messages", MESSAGES)):
+                answer = post(gateway, path, cold, body)
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["retry-after"] == "2"
+                if path == "/v1/messages":
+                    assert answer.json()["type"] == "error"
+                    assert answer.json()["error"]["type"] == "api_error"
+                else:
+                    assert answer.json()["error"]["code"] == "store_unavailable"
+                refused.append(answer.headers["x-request-id"])
+            time.sleep(0.2)
+        # an unknown key is still a 401 (its failure count is what the outage loses)
+        assert post(gateway, "/v1/chat/completions", "sk-gw-unknown", CHAT).status_code == 401
+    finally:
+        start_redis()
+
+    # back by itself: the same worker reconnects, no restart
+    deadline = time.monotonic() + 10
+    answer = post(gateway, "/v1/chat/completions", cold, CHAT)
+    while answer.status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        answer = post(gateway, "/v1/chat/completions", cold, CHAT)
+    assert answer.status_code == 200, answer.text
+
+    # the refused requests' usage events waited in the worker and reach the usage log
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        settle_usage()
+        logged = set(UsageLog.objects.filter(request_id__in=refused).values_list("request_id", flat=True))
+        if logged == set(refused):
+            break
+        time.sleep(0.2)
+    assert logged == set(refused)
+    assert set(UsageLog.objects.filter(request_id__in=refused).values_list("status_code", flat=True)) == {503}
