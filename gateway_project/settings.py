@@ -91,6 +91,8 @@ try:
     RELAY_DEFAULT_MAX_TOKENS = get_int("RELAY_DEFAULT_MAX_TOKENS", 4096, minimum=1)
     RELAY_RESERVATION_TTL = get_int("RELAY_RESERVATION_TTL", 900, minimum=30)
     RELAY_LEASE_SIZE = get_int("RELAY_LEASE_SIZE", 256, minimum=1)
+    # the Redis settle lock's expiry; its owner renews it every third of that while it works
+    SETTLE_LOCK_TTL = get_int("SETTLE_LOCK_TTL", 5, minimum=2)
     RELAY_AUTH_FAILURES_PER_MINUTE = get_int("RELAY_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
     USAGE_LOG_RETENTION_DAYS = get_int("USAGE_LOG_RETENTION_DAYS", 90, minimum=0)
     # stored Responses (/v1/responses with store: true) are deleted after this; 0 keeps them

@@ -134,6 +134,73 @@ def test_concurrent_settlers_never_charge_twice():
     assert BillingRecord.objects.filter(user=user, kind="usage").count() == 50
 
 
+def _redis_or_skip():
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis (make test-full runs this)")
+    import redis
+
+    from billing.events import PROCESSING_KEY, QUEUE_KEY
+    from billing.tasks import LOCK_KEY
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(QUEUE_KEY, PROCESSING_KEY, LOCK_KEY)
+    return client
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_settler_is_replaced_within_ten_seconds_and_charges_once():
+    """A settler process is SIGKILLed while it holds the settle lock mid-queue: the lock
+    expires soon after its heartbeat stops (not 120 s later), a second settler finishes the
+    queue within 10 s of the kill, and every request is charged exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import orjson
+
+    from billing.events import PROCESSING_KEY, QUEUE_KEY
+    from billing.tasks import LOCK_KEY, settle_from_redis
+
+    client = _redis_or_skip()
+    users = [factories.UserFactory(balance=to_nanos("100")) for _ in range(3)]
+    events = [_event(users[i % 3], cost=1000 + i) for i in range(6000)]
+    client.rpush(QUEUE_KEY, *(orjson.dumps(e) for e in events))
+    env = {**os.environ, "DATABASE_URL": _database_url()}
+    env["DJANGO_SETTINGS_MODULE"] = "gateway_project.settings"
+    code = "import django; django.setup(); from billing.tasks import settle_from_redis; settle_from_redis()"
+    settler = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while UsageLog.objects.count() < 500:  # it settled its first batch and works on
+            assert settler.poll() is None and time.monotonic() < deadline, "the settler never got going"
+            time.sleep(0.01)
+        os.kill(settler.pid, signal.SIGKILL)
+        killed = time.monotonic()
+    finally:
+        settler.wait(timeout=10)
+    assert client.exists(LOCK_KEY)  # it died holding the lock
+    assert client.llen(QUEUE_KEY) + client.llen(PROCESSING_KEY) > 0  # ... with work left
+    while client.llen(QUEUE_KEY) + client.llen(PROCESSING_KEY) and time.monotonic() - killed < 10:
+        settle_from_redis()
+    elapsed = time.monotonic() - killed
+    left = client.llen(QUEUE_KEY) + client.llen(PROCESSING_KEY)
+    assert left == 0, f"{left} events not settled {elapsed:.1f} s after the kill"
+    assert UsageLog.objects.count() == len(events)
+    assert BillingRecord.objects.filter(kind="usage").count() == len(events)
+    assert BillingRecord.objects.values("request_id").distinct().count() == len(events)
+    for user in users:
+        user.refresh_from_db()
+        mine = [e["cost"] for e in events if e["user_id"] == user.pk]
+        assert user.balance == to_nanos("100") - sum(mine)
+        rows = BillingRecord.objects.filter(user=user).order_by("id")
+        ledger = list(rows.values_list("amount", "balance_after"))
+        assert sum(amount for amount, _ in ledger) == -sum(mine) and ledger[-1][1] == user.balance
+    client.close()
+
+
 # --- redemption -----------------------------------------------------------------------------
 
 
