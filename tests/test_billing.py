@@ -430,6 +430,74 @@ def _wait_http(url: str, timeout: float = 20.0) -> None:
     raise AssertionError(f"{url} did not come up")
 
 
+def test_a_settlement_that_dies_after_its_commit_leaves_no_overstated_money(gateway, world, fake):
+    """Redis becomes unreachable for the store's update right after settlement committed
+    (a real refused connection, in the real code path): the batch stays in the processing
+    list, and its replay by the next run makes the store's balance and key spend equal the
+    database's, instead of freeing the held charge against a balance from before it."""
+    import asyncio
+
+    import redis
+    from django.conf import settings
+
+    from billing.events import PROCESSING_KEY, QUEUE_KEY
+    from billing.tasks import settle_from_redis
+    from gateway_project.asgi import relay_app
+    from keys.models import APIKey
+    from quotas.counters import apikey_key
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis (make test-full runs this)")
+    provider = world.provider(fake)
+    world.route(provider, "gpt-4o-mini")
+    user = world.user("crashed", balance=to_nanos("10"))
+    key = world.key(user, budget=to_nanos("5"))
+    body = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(3):
+        ok = httpx.post(
+            f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body
+        )
+        assert ok.status_code == 200
+    store = get_store()
+
+    async def release() -> None:
+        store.release_idle(0.0)
+
+    asyncio.run_coroutine_threadsafe(release(), relay_app.loop).result(5)
+    deadline = time.monotonic() + 5
+    while (store.busy() or store.sync.llen(QUEUE_KEY) < 3) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.sync.llen(QUEUE_KEY) == 3
+    before = store.snapshot_user(user.pk)
+    assert before["bal"] == to_nanos("10") and before["held"] > 0
+
+    working = store.sync.connection_pool
+    store.sync.connection_pool = redis.ConnectionPool.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    try:
+        with pytest.raises(redis.ConnectionError):
+            settle_from_redis()  # commits, then cannot tell the store
+    finally:
+        store.sync.connection_pool.disconnect()
+        store.sync.connection_pool = working
+    user.refresh_from_db()
+    charged = sum(log.cost for log in UsageLog.objects.filter(user=user))
+    assert charged > 0 and user.balance == to_nanos("10") - charged  # the database part committed
+    assert store.sync.llen(PROCESSING_KEY) == 3  # ... the batch waits for its replay
+    assert store.snapshot_user(user.pk) == before
+
+    settle_from_redis()
+    assert store.sync.llen(PROCESSING_KEY) == 0
+    after = store.snapshot_user(user.pk)
+    user.refresh_from_db()
+    assert after["held"] == 0
+    assert after["bal"] == user.balance, "the store's balance must be the database's after the replay"
+    assert after["bal"] + user.credit_limit - after["held"] == user.balance + user.credit_limit
+    key_id = APIKey.objects.get(user=user).pk
+    spent = {k.decode(): int(v) for k, v in store.sync.hgetall(apikey_key(key_id)).items()}
+    assert spent["held"] == 0 and spent["spent"] == charged
+    assert BillingRecord.objects.filter(user=user, kind="usage").count() == 3
+
+
 # --- reports --------------------------------------------------------------------------------
 
 
