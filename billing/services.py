@@ -60,9 +60,42 @@ def usage_settle_batch(*, events: list[UsageEvent | dict]) -> int:
     settlement.charges = [
         (e.request_id, e.user_id, e.key_id, e.cost) for e in events if e.cost > 0 and e.user_id
     ]
+    # A replayed batch (its earlier run committed, then died or lost Redis before the store
+    # heard of it) releases its pending charges again: send the balances and key spend the
+    # database has now with them, or the store would free the held money while its mirror
+    # still shows the balance from before the charge, overstating what can be spent.
+    _mirror_replayed(settlement)
     if settlement.charges or settlement.balances:
         get_store().settled(settlement)
     return fresh
+
+
+@transaction.atomic
+def _mirror_replayed(settlement) -> None:
+    """Add the database's balance (with its ledger sequence) and key spend of the charged
+    users and keys this settlement carries no mirror for, read under their row locks so
+    no concurrent settlement moves them in between (same lock order as settlement)."""
+    users = sorted({uid for _, uid, _, _ in settlement.charges} - set(settlement.balances))
+    keys = sorted({kid for _, _, kid, _ in settlement.charges if kid} - set(settlement.spent))
+    if users:
+        balances = dict(
+            User.objects.select_for_update().filter(pk__in=users).order_by("pk").values_list("pk", "balance")
+        )
+        seqs = dict(
+            BillingRecord.objects.filter(user_id__in=list(balances))
+            .values("user_id")
+            .annotate(seq=Max("id"))
+            .values_list("user_id", "seq")
+        )
+        for uid, balance in balances.items():
+            settlement.balances[uid] = (balance, seqs.get(uid, 0))
+    if keys:
+        spent = dict(
+            APIKey.objects.select_for_update().filter(pk__in=keys).order_by("pk").values_list("pk", "spent")
+        )
+        stamp = time.time_ns()
+        for kid, value in spent.items():
+            settlement.spent[kid] = (value, stamp)
 
 
 @transaction.atomic

@@ -91,6 +91,8 @@ try:
     RELAY_DEFAULT_MAX_TOKENS = get_int("RELAY_DEFAULT_MAX_TOKENS", 4096, minimum=1)
     RELAY_RESERVATION_TTL = get_int("RELAY_RESERVATION_TTL", 900, minimum=30)
     RELAY_LEASE_SIZE = get_int("RELAY_LEASE_SIZE", 256, minimum=1)
+    # the Redis settle lock's expiry; its owner renews it every third of that while it works
+    SETTLE_LOCK_TTL = get_int("SETTLE_LOCK_TTL", 5, minimum=2)
     RELAY_AUTH_FAILURES_PER_MINUTE = get_int("RELAY_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
     USAGE_LOG_RETENTION_DAYS = get_int("USAGE_LOG_RETENTION_DAYS", 90, minimum=0)
     # stored Responses (/v1/responses with store: true) are deleted after this; 0 keeps them
@@ -109,6 +111,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "corsheaders",
+    "csp",
     "accounts",
     "keys",
     "providers",
@@ -144,6 +147,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "gateway_project.urls"
@@ -299,6 +303,28 @@ SPECTACULAR_SETTINGS = {
         "AdjustmentKindEnum": ["topup", "adjustment", "refund"],
     },
 }
+# Content-Security-Policy of every Django page (the console, the dashboard, the API docs):
+# scripts only from this origin (no inline script anywhere: Swagger UI's start-up code is
+# served as a file by the split view, ReDoc starts from its <redoc> element), nothing
+# from other origins. Styles allow inline ones: the pages, Django's admin, Swagger UI and
+# ReDoc's styled-components write <style> elements and style attributes. data: images are
+# Swagger UI's and ReDoc's icons; ReDoc's search runs in a blob: worker.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "worker-src": ["'self'", "blob:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
 LOGIN_URL = "dashboard:login"
 LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "dashboard:login"

@@ -134,6 +134,73 @@ def test_concurrent_settlers_never_charge_twice():
     assert BillingRecord.objects.filter(user=user, kind="usage").count() == 50
 
 
+def _redis_or_skip():
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis (make test-full runs this)")
+    import redis
+
+    from billing.events import PROCESSING_KEY, QUEUE_KEY
+    from billing.tasks import LOCK_KEY
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.delete(QUEUE_KEY, PROCESSING_KEY, LOCK_KEY)
+    return client
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_settler_is_replaced_within_ten_seconds_and_charges_once():
+    """A settler process is SIGKILLed while it holds the settle lock mid-queue: the lock
+    expires soon after its heartbeat stops (not 120 s later), a second settler finishes the
+    queue within 10 s of the kill, and every request is charged exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import orjson
+
+    from billing.events import PROCESSING_KEY, QUEUE_KEY
+    from billing.tasks import LOCK_KEY, settle_from_redis
+
+    client = _redis_or_skip()
+    users = [factories.UserFactory(balance=to_nanos("100")) for _ in range(3)]
+    events = [_event(users[i % 3], cost=1000 + i) for i in range(6000)]
+    client.rpush(QUEUE_KEY, *(orjson.dumps(e) for e in events))
+    env = {**os.environ, "DATABASE_URL": _database_url()}
+    env["DJANGO_SETTINGS_MODULE"] = "gateway_project.settings"
+    code = "import django; django.setup(); from billing.tasks import settle_from_redis; settle_from_redis()"
+    settler = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while UsageLog.objects.count() < 500:  # it settled its first batch and works on
+            assert settler.poll() is None and time.monotonic() < deadline, "the settler never got going"
+            time.sleep(0.01)
+        os.kill(settler.pid, signal.SIGKILL)
+        killed = time.monotonic()
+    finally:
+        settler.wait(timeout=10)
+    assert client.exists(LOCK_KEY)  # it died holding the lock
+    assert client.llen(QUEUE_KEY) + client.llen(PROCESSING_KEY) > 0  # ... with work left
+    while client.llen(QUEUE_KEY) + client.llen(PROCESSING_KEY) and time.monotonic() - killed < 10:
+        settle_from_redis()
+    elapsed = time.monotonic() - killed
+    left = client.llen(QUEUE_KEY) + client.llen(PROCESSING_KEY)
+    assert left == 0, f"{left} events not settled {elapsed:.1f} s after the kill"
+    assert UsageLog.objects.count() == len(events)
+    assert BillingRecord.objects.filter(kind="usage").count() == len(events)
+    assert BillingRecord.objects.values("request_id").distinct().count() == len(events)
+    for user in users:
+        user.refresh_from_db()
+        mine = [e["cost"] for e in events if e["user_id"] == user.pk]
+        assert user.balance == to_nanos("100") - sum(mine)
+        rows = BillingRecord.objects.filter(user=user).order_by("id")
+        ledger = list(rows.values_list("amount", "balance_after"))
+        assert sum(amount for amount, _ in ledger) == -sum(mine) and ledger[-1][1] == user.balance
+    client.close()
+
+
 # --- redemption -----------------------------------------------------------------------------
 
 
@@ -361,6 +428,74 @@ def _wait_http(url: str, timeout: float = 20.0) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} did not come up")
+
+
+def test_a_settlement_that_dies_after_its_commit_leaves_no_overstated_money(gateway, world, fake):
+    """Redis becomes unreachable for the store's update right after settlement committed
+    (a real refused connection, in the real code path): the batch stays in the processing
+    list, and its replay by the next run makes the store's balance and key spend equal the
+    database's, instead of freeing the held charge against a balance from before it."""
+    import asyncio
+
+    import redis
+    from django.conf import settings
+
+    from billing.events import PROCESSING_KEY, QUEUE_KEY
+    from billing.tasks import settle_from_redis
+    from gateway_project.asgi import relay_app
+    from keys.models import APIKey
+    from quotas.counters import apikey_key
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis (make test-full runs this)")
+    provider = world.provider(fake)
+    world.route(provider, "gpt-4o-mini")
+    user = world.user("crashed", balance=to_nanos("10"))
+    key = world.key(user, budget=to_nanos("5"))
+    body = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(3):
+        ok = httpx.post(
+            f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body
+        )
+        assert ok.status_code == 200
+    store = get_store()
+
+    async def release() -> None:
+        store.release_idle(0.0)
+
+    asyncio.run_coroutine_threadsafe(release(), relay_app.loop).result(5)
+    deadline = time.monotonic() + 5
+    while (store.busy() or store.sync.llen(QUEUE_KEY) < 3) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.sync.llen(QUEUE_KEY) == 3
+    before = store.snapshot_user(user.pk)
+    assert before["bal"] == to_nanos("10") and before["held"] > 0
+
+    working = store.sync.connection_pool
+    store.sync.connection_pool = redis.ConnectionPool.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    try:
+        with pytest.raises(redis.ConnectionError):
+            settle_from_redis()  # commits, then cannot tell the store
+    finally:
+        store.sync.connection_pool.disconnect()
+        store.sync.connection_pool = working
+    user.refresh_from_db()
+    charged = sum(log.cost for log in UsageLog.objects.filter(user=user))
+    assert charged > 0 and user.balance == to_nanos("10") - charged  # the database part committed
+    assert store.sync.llen(PROCESSING_KEY) == 3  # ... the batch waits for its replay
+    assert store.snapshot_user(user.pk) == before
+
+    settle_from_redis()
+    assert store.sync.llen(PROCESSING_KEY) == 0
+    after = store.snapshot_user(user.pk)
+    user.refresh_from_db()
+    assert after["held"] == 0
+    assert after["bal"] == user.balance, "the store's balance must be the database's after the replay"
+    assert after["bal"] + user.credit_limit - after["held"] == user.balance + user.credit_limit
+    key_id = APIKey.objects.get(user=user).pk
+    spent = {k.decode(): int(v) for k, v in store.sync.hgetall(apikey_key(key_id)).items()}
+    assert spent["held"] == 0 and spent["spent"] == charged
+    assert BillingRecord.objects.filter(user=user, kind="usage").count() == 3
 
 
 # --- reports --------------------------------------------------------------------------------

@@ -47,12 +47,33 @@ def test_schema_describes_relay_and_management(client, db):
 @pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/"])
 def test_docs_pages_work_offline(client, db, page):
     html = client.get(page).content.decode()
-    assert "/api/schema/" in html
+    start = client.get(f"{page}?script=").content.decode() if page == "/api/docs/" else html
+    assert "/api/schema/" in start
     assert "cdn" not in html.lower() and "https://" not in html.replace("https://github.com", "")
     assets = [part.split('"')[0] for part in html.split('src="')[1:]]
-    assert assets and all(asset.startswith("/static/drf_spectacular_sidecar/") for asset in assets)
+    # Swagger UI's start-up code is the page's own ?script (no inline script: see the CSP)
+    own = [asset for asset in assets if asset.startswith(f"{page}?")]
+    assert own == ([f"{page}?script="] if page == "/api/docs/" else [])
+    assert assets and all(
+        asset.startswith("/static/drf_spectacular_sidecar/") for asset in assets if asset not in own
+    )
     for asset in assets:
         assert client.get(asset).status_code == 200, asset
+    assert "<script>" not in html
+
+
+@pytest.mark.parametrize("page", ["/api/docs/", "/api/redoc/", "/dashboard/login/", "/admin/login/"])
+def test_pages_have_a_content_security_policy(client, db, page):
+    response = client.get(page)
+    assert response.status_code == 200
+    policy = dict(
+        part.strip().split(" ", 1) for part in response.headers["Content-Security-Policy"].split(";")
+    )
+    assert policy["default-src"] == "'self'" and policy["script-src"] == "'self'"
+    assert policy["object-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    script = client.get("/api/docs/?script=")
+    assert script["Content-Type"].startswith("application/javascript")
+    assert b"SwaggerUIBundle" in script.content
 
 
 # --- schemathesis ---------------------------------------------------------------------------
