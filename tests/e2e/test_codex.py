@@ -175,3 +175,32 @@ def test_codex_runs_a_shell_command_through_the_gateway(gateway, world, fake, co
     ]
     if trace is not None:
         assert not foreign_connects(trace), foreign_connects(trace)
+
+
+@pytest.mark.parametrize("provider_type", ["openai", "anthropic"])
+def test_codex_applies_a_patch_through_the_gateway(gateway, world, fake, codex, tmp_path, provider_type):
+    """Codex's ``apply_patch`` is a free-form ``custom`` tool (a lark grammar, no JSON): the
+    gateway offers it upstream as a function with one ``input`` string and returns the call
+    as a ``custom_tool_call``, which Codex applies and answers with a
+    ``custom_tool_call_output``."""
+    provider = world.provider(fake, type=provider_type, api_key="sk-upstream")
+    world.route(provider, MODEL)
+    user = world.user("codex-patcher")
+    marker = f"codex-patch-{random.randint(100000, 999999)}"
+    patch = f"*** Begin Patch\n*** Add File: hello.txt\n+{marker}\n*** End Patch\n"
+    directive = {
+        "tool_call": {"name": "apply_patch", "arguments": {"input": patch}},
+        "after_tool_result": {"reply": "apply_patch said: {tool_result}"},
+    }
+
+    done, answer = run_codex(
+        codex, gateway.url, world.key(user), f"Create hello.txt [[fake:{json.dumps(directive)}]]", tmp_path
+    )
+
+    sent = fake.requests
+    diagnostics = f"codex exited {done.returncode}, answered {answer!r}\nstderr: {done.stderr[-3000:]}"
+    assert done.returncode == 0, diagnostics
+    assert (tmp_path / "work" / "hello.txt").read_text() == f"{marker}\n", diagnostics
+    assert answer is not None and "A hello.txt" in answer, diagnostics
+    assert [r["status"] for r in sent] == [200, 200], diagnostics
+    assert "Success. Updated the following files" in json.dumps(sent[1]["json"]), diagnostics
