@@ -1,6 +1,6 @@
 -- wrk script for the gateway benchmark (see bench/README.md).
 --
--- Sends POST /v1/chat/completions with a small JSON body. The Authorization
+-- Sends POST /v1/chat/completions with a small JSON body (or BENCH_BODY). The Authorization
 -- header comes from the BENCH_AUTH environment variable (e.g.
 -- "Bearer sk-..."); when it is unset or empty no Authorization header is sent.
 --
@@ -12,6 +12,11 @@
 
 wrk.method = "POST"
 wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}'
+-- another body (e.g. the "responses" target's POST /v1/responses) comes in BENCH_BODY
+local body = os.getenv("BENCH_BODY")
+if body ~= nil and body ~= "" then
+  wrk.body = body
+end
 wrk.headers["Content-Type"] = "application/json"
 
 local auth = os.getenv("BENCH_AUTH")

@@ -7,6 +7,9 @@ Measures, with wrk, the chat-completions hot path of:
 * ``passthrough`` - a minimal raw-ASGI aiohttp proxy (bench/passthrough.py,
                     the ceiling for any Python gateway),
 * ``gateway``     - the real gateway (gunicorn + uvicorn workers, 2 workers),
+* ``responses``   - the same gateway's ``POST /v1/responses`` (non-streaming,
+                    ``store: false``), translated to chat completions against
+                    the same nginx upstream,
 * ``litellm``     - LiteLLM proxy for comparison (only with BENCH_LITELLM=1),
 
 at 32 connections and at 1 connection, prints a table and writes
@@ -15,7 +18,7 @@ concurrent slow SSE streams through the gateway while sampling the RSS of
 every worker. See bench/README.md.
 
     .venv/bin/python bench/run.py [--duration 10] [--stream]
-                                  [--only direct,passthrough,gateway,litellm]
+                                  [--only direct,passthrough,gateway,responses,litellm]
 """
 
 from __future__ import annotations
@@ -47,13 +50,16 @@ RESULTS_DIR = BENCH_DIR / "results"
 POST_LUA = BENCH_DIR / "post.lua"
 LITELLM_VENV = BENCH_DIR / ".litellm-venv"
 
-TARGETS = ("direct", "passthrough", "relay", "gateway", "litellm")
+TARGETS = ("direct", "passthrough", "relay", "gateway", "responses", "litellm")
 # "relay": the gateway at this commit, the relay alone before rate limits, quotas and
 # reservations existed (issue 4's reference figure), run from a git worktree
 RELAY_REF = "afe0425"
 ENDPOINT = "/v1/chat/completions"
 MODEL = "gpt-4o-mini"
 REQUEST_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}]}
+# the "responses" target: the Responses API over the chat upstream (nothing stored)
+RESPONSES_ENDPOINT = "/v1/responses"
+RESPONSES_BODY = {"model": MODEL, "input": "Say hello", "store": False}
 NGINX_BODY = (
     '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,'
     '"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant",'
@@ -339,10 +345,11 @@ def venv_bin(name: str) -> str | None:
 @dataclass
 class Target:
     name: str
-    url: str  # full chat-completions URL
+    url: str  # full URL of the endpoint measured (chat completions unless said)
     auth: str | None = None  # Authorization header value
     proc: subprocess.Popen | None = None  # stopped after the measurement
     master_pid: int | None = None  # parent of the worker processes
+    body: dict | None = None  # the request body (REQUEST_BODY when None)
 
 
 def nginx_supports_e(nginx: str) -> bool:
@@ -505,6 +512,8 @@ def start_gateway(
     limits: bool = True,
     code: Path = REPO_ROOT,
     target: str = "gateway",
+    endpoint: str = ENDPOINT,
+    body: dict | None = None,
 ) -> Target:
     """migrate + bootstrap + gunicorn, in a fresh temp dir and database, running the code
     in ``code`` (this checkout, or a worktree of another commit)."""
@@ -588,7 +597,7 @@ def start_gateway(
         f"{name} (gunicorn, {workers} UvicornWorkers, "
         f"{'redis' if redis_url else 'no redis'}) on {base} -> {upstream_v1}"
     )
-    return Target(target, base + ENDPOINT, f"Bearer {key}", proc, proc.pid)
+    return Target(target, base + endpoint, f"Bearer {key}", proc, proc.pid, body)
 
 
 def relay_worktree(tmp: Path, ref: str) -> Path:
@@ -692,7 +701,7 @@ def start_slow_stream(procs: Procs, tmp: Path, chunks: int, interval: float) -> 
 def precheck(target: Target) -> None:
     """One real request; anything but a 200 aborts the target (no benchmarking 401s)."""
     headers = {"Authorization": target.auth} if target.auth else {}
-    status, body = http_request(target.url, body=REQUEST_BODY, headers=headers)
+    status, body = http_request(target.url, body=target.body or REQUEST_BODY, headers=headers)
     text = body[:1000].decode(errors="replace")
     if status != 200:
         raise BenchError(f"pre-flight POST {target.url} -> {status}: {text}")
@@ -740,6 +749,8 @@ def run_wrk(
         target.url,
     ]
     env = dict(os.environ, BENCH_AUTH=target.auth or "")
+    if target.body is not None:  # else post.lua's chat-completions body
+        env["BENCH_BODY"] = json.dumps(target.body, separators=(",", ":"))
     try:
         result = subprocess.run(
             cmd,
@@ -966,6 +977,7 @@ def derive(results: list[WrkResult], duration: int) -> dict:
     gw32, pt32 = find(results, "gateway", 32), find(results, "passthrough", 32)
     gw1, pt1 = find(results, "gateway", 1), find(results, "passthrough", 1)
     rl32 = find(results, "relay", 32)
+    rs32, rs1 = find(results, "responses", 32), find(results, "responses", 1)
     d1 = find(results, "direct", 1)
     ll32, ll1 = find(results, "litellm", 32), find(results, "litellm", 1)
 
@@ -985,6 +997,9 @@ def derive(results: list[WrkResult], duration: int) -> dict:
     derived["gateway_over_passthrough_rps_c1"] = ratio(gw1, pt1)
     derived["gateway_minus_direct_p50_ms_c1"] = p50_minus(gw1, d1)
     derived["passthrough_minus_direct_p50_ms_c1"] = p50_minus(pt1, d1)
+    if rs32 or rs1:
+        derived["responses_over_gateway_rps_c32"] = ratio(rs32, gw32)
+        derived["responses_minus_gateway_p50_ms_c1"] = p50_minus(rs1, gw1)
     if ll32 or ll1:
         derived["gateway_over_litellm_rps_c32"] = ratio(gw32, ll32)
         derived["litellm_minus_direct_p50_ms_c1"] = p50_minus(ll1, d1)
@@ -1092,6 +1107,15 @@ def print_report(
             f"{fmt(derived.get('gateway_over_relay_rps_c32'))}  "
             f"(goal >= {GOAL_GATEWAY_OVER_RELAY}; relay = {RELAY_REF}, no limits)"
         )
+        if "responses_over_gateway_rps_c32" in derived:
+            print(
+                f"responses rps / gateway rps (32 conns):  "
+                f"{fmt(derived.get('responses_over_gateway_rps_c32'))}  (reference)"
+            )
+            print(
+                f"responses p50 - gateway p50 (1 conn):    "
+                f"{fmt(derived.get('responses_minus_gateway_p50_ms_c1'), ' ms')}  (reference)"
+            )
         if "gateway_over_litellm_rps_c32" in derived:
             ratio = fmt(derived.get("gateway_over_litellm_rps_c32"))
             print(f"gateway rps / litellm rps (32 conns):    {ratio}")
@@ -1247,6 +1271,19 @@ def main(argv: list[str] | None = None) -> int:
                             gateway_redis(0),
                             args.workers,
                             limits=not args.no_limits,
+                        )
+                    elif name == "responses":
+                        target = start_gateway(
+                            procs,
+                            tmp,
+                            upstream + "/v1",
+                            gateway_redis(3),
+                            args.workers,
+                            name="responses",
+                            limits=not args.no_limits,
+                            target="responses",
+                            endpoint=RESPONSES_ENDPOINT,
+                            body=RESPONSES_BODY,
                         )
                     elif name == "relay":
                         worktree = relay_worktree(tmp, args.relay_ref)

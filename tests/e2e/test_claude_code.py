@@ -20,22 +20,18 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests import system_packages
 from tests.conftest import settle_usage
+from tests.e2e.conftest import PINNED, dead_proxies
+from tests.e2e.conftest import run as _run
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = Path(__file__).resolve().parent / "node"  # package.json + package-lock.json
-INSTALL = ROOT / "var" / "node"
-VERSION = json.loads((PACKAGE / "package.json").read_text())["dependencies"]["@anthropic-ai/claude-code"]
+VERSION = PINNED["@anthropic-ai/claude-code"]
 
 # The models Claude Code asks for. Its default model is claude-opus-5-5; its small/fast model
 # for side tasks is the main model when ANTHROPIC_BASE_URL is set and the key is not an
@@ -56,49 +52,18 @@ QUIET = {
     "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
     "CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL": "1",
 }
-DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused
-LOOPBACK = "127.0.0.1,localhost"
 # Headless tool use: Claude Code refuses --dangerously-skip-permissions as root, so the Bash
 # tool is allowed by a permission rule instead (this does not restrict the tools it offers).
 PERMISSIONS = ("--allowedTools", "Bash")
 TIMEOUT = 120  # seconds for one claude run
 
 
-def _run(command: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs
-    )
-
-
-def _ensure_npm() -> str:
-    """The npm executable; installs Debian's nodejs and npm when missing."""
-    try:
-        system_packages.ensure(("node", "npm"), ("nodejs", "npm"))
-    except system_packages.Unavailable as exc:
-        pytest.skip(f"npm cannot be had: {exc}")
-    return shutil.which("npm")
-
-
 @pytest.fixture(scope="session")
-def claude(tmp_path_factory) -> str:
-    """The pinned Claude Code executable, installed by ``npm ci`` into var/node when the
-    installed lockfile differs from the committed one."""
-    binary = INSTALL / "node_modules" / ".bin" / "claude"
-    lock = (PACKAGE / "package-lock.json").read_bytes()
-    installed = INSTALL / "package-lock.json"
-    if not (binary.exists() and installed.exists() and installed.read_bytes() == lock):
-        npm = _ensure_npm()
-        shutil.rmtree(INSTALL, ignore_errors=True)
-        INSTALL.mkdir(parents=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copyfile(PACKAGE / name, INSTALL / name)
-        env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false"}
-        done = _run([npm, "ci", "--no-audit"], timeout=900, cwd=INSTALL, env=env)
-        if done.returncode != 0 or not binary.exists():
-            installed.unlink(missing_ok=True)
-            pytest.fail(
-                f"npm ci of Claude Code {VERSION} failed:\n{done.stdout}\n{done.stderr}", pytrace=False
-            )
+def claude(node_bin, tmp_path_factory) -> str:
+    """The pinned Claude Code executable (installed by the e2e conftest's ``npm ci``)."""
+    binary = node_bin / "claude"
+    if not binary.exists():
+        pytest.fail(f"npm ci did not install Claude Code {VERSION}", pytrace=False)
     home = tmp_path_factory.mktemp("claude-version")
     version = _run([str(binary), "--version"], timeout=60, env=_environment(home, "", ""))
     assert version.stdout.startswith(f"{VERSION} "), version.stdout + version.stderr
@@ -117,9 +82,7 @@ def _environment(home: Path, base_url: str, key: str) -> dict[str, str]:
         "ANTHROPIC_BASE_URL": base_url,
         "ANTHROPIC_API_KEY": key,
         **QUIET,
-        **{name: DEAD_PROXY for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")},
-        "NO_PROXY": LOOPBACK,
-        "no_proxy": LOOPBACK,
+        **dead_proxies(),
     }
 
 
