@@ -47,6 +47,7 @@ from providers.base import (
 )
 from providers.formats.anthropic_messages import tool_id, usage_from_anthropic
 from providers.formats.openai_chat import (
+    ChatChunkWriter,
     Turns,
     completion_id,
     conversation,
@@ -54,6 +55,7 @@ from providers.formats.openai_chat import (
     merge_params,
     parse_arguments,
     parse_data_url,
+    put,
     stop_list,
     usage_dict,
 )
@@ -284,9 +286,7 @@ def openai_to_anthropic(body: dict, *, model: str, stream: bool = False) -> dict
     tools = _tools(body)
     if tools:
         out["tools"] = tools
-        choice = _tool_choice(body)
-        if choice:
-            out["tool_choice"] = choice
+        put(out, "tool_choice", _tool_choice(body))
     else:
         history_tools = _history_tools(out["messages"])
         if history_tools:
@@ -356,7 +356,7 @@ def anthropic_to_openai(
 # --------------------------------------------------------------------------- stream
 
 
-class AnthropicStreamTranslator(StreamTranslator):
+class AnthropicStreamTranslator(ChatChunkWriter):
     """Anthropic Messages SSE -> OpenAI chat.completion.chunk SSE.
 
     After an upstream ``error`` event the OpenAI-style error has been sent to the client,
@@ -365,11 +365,7 @@ class AnthropicStreamTranslator(StreamTranslator):
     """
 
     def __init__(self, *, model: str, include_usage: bool, created: int | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.include_usage = include_usage
-        self.created = int(time.time()) if created is None else created
-        self.id = ""
+        super().__init__(model=model, include_usage=include_usage, created=created)
         self._data: list[bytes] = []
         self._started = False
         self._tools: dict[int, int] = {}  # anthropic block index -> openai tool_calls index
@@ -377,15 +373,7 @@ class AnthropicStreamTranslator(StreamTranslator):
 
     # -- chunk helpers
     def _chunk(self, delta: dict, finish_reason: str | None = None) -> bytes:
-        return sse(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-            }
-        )
+        return self.choice_chunk(delta, finish_reason)
 
     def _start(self, message_id: Any = None) -> bytes:
         if self._started:
@@ -472,16 +460,7 @@ class AnthropicStreamTranslator(StreamTranslator):
         self.finished = True
         if self.include_usage:
             usage = self.usage or Usage()
-            out += sse(
-                {
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": usage_dict(usage),
-                }
-            )
+            out += self.usage_chunk(usage_dict(usage))
         return out + SSE_DONE
 
     def _dispatch(self) -> bytes:
@@ -605,10 +584,9 @@ class AnthropicAdapter(Adapter):
         return headers
 
     def build_body(self, body: dict, target: Target, *, stream: bool) -> dict:
-        out = openai_to_anthropic(body, model=target.upstream_model, stream=stream)
-        if target.extra_params:
-            merge_params(out, target.extra_params)
-        return out
+        return merge_params(
+            openai_to_anthropic(body, model=target.upstream_model, stream=stream), target.extra_params
+        )
 
     def chat_request(self, body: dict, target: Target, *, stream: bool) -> UpstreamRequest:
         return UpstreamRequest(

@@ -4,12 +4,13 @@ usage objects, ids, message content, tool-call arguments, data URLs."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
 import orjson
 
-from providers.base import StreamTranslator, Usage
+from providers.base import StreamTranslator, Usage, sse
 
 _DATA_URL = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S
@@ -89,6 +90,12 @@ def merge_params(body: dict, extra: dict) -> dict:
         else:
             body[key] = value
     return body
+
+
+def put(out: dict, key: str, value) -> None:
+    """``out[key] = value`` unless the value is empty (providers refuse empty fields)."""
+    if value:
+        out[key] = value
 
 
 def conversation(body: dict):
@@ -194,3 +201,31 @@ class ChatChunkReader(StreamTranslator):
         if not self.finished and self._finish_reason is not None:
             out += self._finish()  # the upstream ended cleanly after its finish_reason without [DONE]
         return out
+
+
+class ChatChunkWriter(StreamTranslator):
+    """Base of the translators that write OpenAI chat chunks from another protocol's stream
+    (Anthropic, Gemini): the chunk envelope, named after the model the client asked for."""
+
+    def __init__(self, *, model: str, include_usage: bool, created: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.include_usage = include_usage
+        self.created = int(time.time()) if created is None else created
+        self.id = ""
+
+    def choice_chunk(self, delta: dict, finish_reason: str | None = None, index: int = 0) -> bytes:
+        return self.envelope([{"index": index, "delta": delta, "finish_reason": finish_reason}])
+
+    def usage_chunk(self, usage: dict) -> bytes:
+        return self.envelope([], usage=usage)
+
+    def envelope(self, choices: list, **extra) -> bytes:
+        chunk = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+        return sse({**chunk, **extra})

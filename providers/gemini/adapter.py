@@ -41,6 +41,7 @@ from providers.base import (
     sse,
 )
 from providers.formats.openai_chat import (
+    ChatChunkWriter,
     Turns,
     completion_id,
     content_text,
@@ -48,6 +49,7 @@ from providers.formats.openai_chat import (
     function_tools,
     merge_params,
     parse_data_url,
+    put,
     stop_list,
     usage_dict,
 )
@@ -366,12 +368,8 @@ def openai_to_gemini(body: dict) -> dict:
     tools = _tools(body)
     if tools:
         out["tools"] = tools
-        config = _tool_config(body)
-        if config:
-            out["toolConfig"] = config
-    generation = _generation_config(body)
-    if generation:
-        out["generationConfig"] = generation
+        put(out, "toolConfig", _tool_config(body))
+    put(out, "generationConfig", _generation_config(body))
     return out
 
 
@@ -476,7 +474,7 @@ def gemini_to_openai(payload: dict, *, model: str, created: int | None = None) -
 # --------------------------------------------------------------------------- stream
 
 
-class GeminiStreamTranslator(StreamTranslator):
+class GeminiStreamTranslator(ChatChunkWriter):
     """Gemini ``streamGenerateContent?alt=sse`` -> OpenAI chat.completion.chunk SSE.
 
     Every ``data:`` line is a whole GenerateContentResponse. ``finished`` becomes True once
@@ -486,11 +484,7 @@ class GeminiStreamTranslator(StreamTranslator):
     """
 
     def __init__(self, *, model: str, include_usage: bool, created: int | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.include_usage = include_usage
-        self.created = int(time.time()) if created is None else created
-        self.id = ""
+        super().__init__(model=model, include_usage=include_usage, created=created)
         self._ids: _CallIds | None = None
         self._raw_usage: dict | None = None
         self._seen: dict[int, int] = {}  # candidate index -> tool calls so far
@@ -498,15 +492,7 @@ class GeminiStreamTranslator(StreamTranslator):
         self._closed = False
 
     def _chunk(self, index: int, delta: dict, finish: str | None = None) -> bytes:
-        return sse(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
-            }
-        )
+        return self.choice_chunk(delta, finish, index)
 
     def _response(self, payload: dict) -> bytes:
         if not self.id:
@@ -581,18 +567,7 @@ class GeminiStreamTranslator(StreamTranslator):
             parts.append(self._chunk(index, {}, reason))
         if self.include_usage:
             usage = self.usage or Usage()
-            parts.append(
-                sse(
-                    {
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": _usage_dict(usage, self._raw_usage),
-                    }
-                )
-            )
+            parts.append(self.usage_chunk(_usage_dict(usage, self._raw_usage)))
         parts.append(SSE_DONE)
         return b"".join(parts)
 
@@ -620,10 +595,7 @@ class GeminiAdapter(Adapter):
         return f"{target.base_url}/models/{target.upstream_model}:{method}"
 
     def build_body(self, body: dict, target: Target) -> dict:
-        out = openai_to_gemini(body)
-        if target.extra_params:
-            merge_params(out, target.extra_params)
-        return out
+        return merge_params(openai_to_gemini(body), target.extra_params)
 
     def chat_request(self, body: dict, target: Target, *, stream: bool) -> UpstreamRequest:
         return UpstreamRequest(
