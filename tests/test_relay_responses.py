@@ -528,3 +528,38 @@ def test_billed_exactly_once(gateway, world, fake, streamed):
     (charge,) = BillingRecord.objects.filter(request_id=rid)
     user.refresh_from_db()
     assert charge.amount == -log.cost and charge.balance_after == user.balance == start - log.cost
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_items_from_an_upstream_that_streams_reasoning(gateway, fake, world, stream):
+    """An OpenAI-type upstream that reasons (reasoning_content deltas): the client that asked
+    for a reasoning summary gets a reasoning item with it, before the message."""
+    from providers.models import Model
+
+    provider = world.provider(fake, type="openai", api_key="sk-upstream")
+    world.route(provider, MODEL)
+    Model.objects.filter(slug=MODEL).update(supports_reasoning=True)
+    client = client_for(gateway, world.key(world.user("dora")))
+    thought = "Two and two make four, so the answer is four."
+    fake.script({"reasoning": thought, "reply": "Four."})
+    request = {
+        "model": MODEL,
+        "input": "What is two plus two?",
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "store": False,
+    }
+    if stream:
+        with client.responses.stream(**request) as events:
+            kinds = [event.type for event in events]
+            final = events.get_final_response()
+        assert "response.reasoning_summary_text.delta" in kinds
+        assert kinds.index("response.reasoning_summary_text.delta") < kinds.index(
+            "response.output_text.delta"
+        )
+    else:
+        final = client.responses.create(**request)
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert "".join(part.text for part in final.output[0].summary) == thought
+    assert final.output_text == "Four."
+    assert fake.requests[-1]["json"]["reasoning_effort"] == "low"
+    assert final.usage.output_tokens_details.reasoning_tokens > 0
