@@ -15,6 +15,7 @@ import orjson
 
 QUEUE_KEY = "gw:usage"  # events waiting for settlement (a Redis list)
 PROCESSING_KEY = "gw:usage:processing"  # the batch being settled (replayed after a crash)
+SETTLED_AT_KEY = "gw:usage:settled-at"  # when a settlement run last finished (readiness)
 
 
 @dataclass(slots=True)

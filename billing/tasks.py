@@ -109,7 +109,7 @@ def settle_from_redis(max_batches: int = 100) -> int:
     """
     import redis
 
-    from .events import PROCESSING_KEY, QUEUE_KEY
+    from .events import PROCESSING_KEY, QUEUE_KEY, SETTLED_AT_KEY
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     settled = 0
@@ -134,6 +134,7 @@ def settle_from_redis(max_batches: int = 100) -> int:
                 # the batch stays for the new owner, which replays it (charging nothing twice)
                 logger.warning("settlement lock lost mid-batch; the next settler replays it")
                 break
+        client.set(SETTLED_AT_KEY, time.time())  # /health/ready: settlement is running
     finally:
         lock.release()
         client.close()

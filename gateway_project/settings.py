@@ -93,6 +93,7 @@ try:
     RELAY_LEASE_SIZE = get_int("RELAY_LEASE_SIZE", 256, minimum=1)
     # the Redis settle lock's expiry; its owner renews it every third of that while it works
     SETTLE_LOCK_TTL = get_int("SETTLE_LOCK_TTL", 5, minimum=2)
+    SETTLEMENT_STALE_SECONDS = get_int("SETTLEMENT_STALE_SECONDS", 60, minimum=5)
     RELAY_AUTH_FAILURES_PER_MINUTE = get_int("RELAY_AUTH_FAILURES_PER_MINUTE", 30, minimum=1)
     USAGE_LOG_RETENTION_DAYS = get_int("USAGE_LOG_RETENTION_DAYS", 90, minimum=0)
     # stored Responses (/v1/responses with store: true) are deleted after this; 0 keeps them

@@ -9,7 +9,9 @@ import time
 import uuid
 
 import httpx
+import orjson
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from hypothesis import HealthCheck, given
@@ -640,3 +642,31 @@ def test_ledger_matches_balance_for_any_mix(gateway, fake, kinds, replays):
         rows = ledger.filter(request_id=log.request_id)
         assert [r.amount for r in rows] == ([-expected] if expected else [])
     assert get_store().snapshot_user(user.pk).get("held", 0) == 0
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="the settlement backlog lives in Redis")
+@pytest.mark.django_db
+def test_ready_fails_when_usage_waits_and_settlement_does_not_run(client):
+    """Redis and no Celery: requests succeed, usage piles up in Redis. /health/ready says so
+    once usage has waited and no settlement run has finished for SETTLEMENT_STALE_SECONDS,
+    and recovers when one has."""
+    import redis
+
+    from billing.events import QUEUE_KEY, SETTLED_AT_KEY
+    from billing.tasks import settle_from_redis
+
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    r.delete(SETTLED_AT_KEY)
+    assert client.get("/health/ready").status_code == 200  # nothing waiting: fine
+    event = {"request_id": "ready-1", "ts": time.time() - 120, "status_code": 400, "error": "x"}
+    r.rpush(QUEUE_KEY, orjson.dumps(event))
+    response = client.get("/health/ready")
+    assert response.status_code == 503 and response.json()["failed"] == ["settlement"]
+    assert (
+        response.json()["checks"]["settlement"] == "behind: backlog 1, last run never, oldest waiting 120 s"
+    )
+    settle_from_redis()
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"]["settlement"].startswith("ok (backlog 0, last run 0 s ago")
+    r.close()
