@@ -6,6 +6,14 @@ PORT="${PORT:-8000}"
 FAKE_UPSTREAM_PORT="${FAKE_UPSTREAM_PORT:-9100}"
 BIN=.venv/bin
 
+port_busy() { "$BIN/python" -c "import socket, sys; s = socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', int(sys.argv[1]))) != 0)" "$1"; }
+for port in "$PORT" "$FAKE_UPSTREAM_PORT"; do
+  if port_busy "$port"; then
+    echo "make run: port $port is in use (another make run?); stop it or choose PORT=... FAKE_UPSTREAM_PORT=..." >&2
+    exit 1
+  fi
+done
+
 mkdir -p "${DATA_DIR:-var}/static"  # whitenoise serves app files from their finders; the root must exist
 "$BIN/python" manage.py migrate --noinput --verbosity 0
 out=$("$BIN/python" manage.py bootstrap --upstream-url "http://127.0.0.1:${FAKE_UPSTREAM_PORT}/v1")
@@ -19,6 +27,7 @@ trap 'kill $fake_pid 2>/dev/null || true' EXIT INT TERM
 cat <<INFO
 
   Gateway:        http://127.0.0.1:${PORT}/  (relay at /v1, operator console at /admin/)
+  Dashboard:      http://127.0.0.1:${PORT}/dashboard/   API docs: http://127.0.0.1:${PORT}/api/docs/
   Health:         http://127.0.0.1:${PORT}/health/ready
   Demo API key:   ${key}
   Try it:

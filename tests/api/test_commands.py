@@ -200,3 +200,43 @@ def test_create_key():
     for bad in (["nobody"], ["alice", "--ips", "nope"], ["alice", "--budget", "x"], ["alice", "--rpm", "0"]):
         with pytest.raises(CommandError):
             run("create_key", *bad)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--count", "0", "--amount", "5"], "--count must be at least 1"),
+        (["--count", "2", "--amount", "5", "--expires", "2020-01-31"], "--expires must be in the future"),
+    ],
+)
+def test_generate_codes_refuses_nonsense(args, message):
+    from django.core.management import CommandError, call_command
+
+    from billing.models import RedemptionCode
+
+    with pytest.raises(CommandError, match=message):
+        call_command("generate_codes", *args)
+    assert not RedemptionCode.objects.exists()
+
+
+def test_make_run_on_a_busy_port_says_so_before_doing_anything(tmp_path):
+    import socket
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            ["bash", "scripts/run.sh"],
+            cwd=root,
+            env={"PATH": "/usr/bin:/bin", "PORT": str(port), "DATA_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"port {port} is in use" in done.stderr and "Traceback" not in done.stderr

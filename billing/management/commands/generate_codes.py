@@ -25,12 +25,16 @@ class Command(BaseCommand):
             amount = to_nanos(options["amount"])
         except ValueError as exc:
             raise CommandError(f"--amount: {exc}") from None
+        if options["count"] < 1:
+            raise CommandError("--count must be at least 1")
         expires = None
         if options["expires"]:
             try:
                 expires = datetime.fromisoformat(options["expires"]).replace(tzinfo=UTC)
             except ValueError:
                 raise CommandError("--expires must be a date such as 2027-01-31") from None
+            if expires <= datetime.now(UTC):
+                raise CommandError("--expires must be in the future")
         if options["dry_run"]:
             self.stdout.write(f"would generate {options['count']} code(s) of {format_money(amount)}")
             return
