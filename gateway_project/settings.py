@@ -257,7 +257,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # httpx logs every request at INFO: probes and commands would print a JSON line per call
+    "loggers": {name: {"level": "WARNING"} for name in ("django.db.backends", "httpx", "httpcore")},
 }
 
 CELERY_BEAT_SCHEDULE = {
