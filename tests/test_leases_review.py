@@ -33,8 +33,8 @@ pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (scr
 
 def test_a_request_whose_reservation_fails_still_gets_one_usage_event(gateway, world, fake):
     """The counter store's Redis connection is down when a request reserves: the client
-    gets a clean OpenAI-style 500 and the request still leaves exactly one usage event
-    (nothing reserved, nothing charged). Before the fix, the relay tried to finish a plan
+    gets a clean OpenAI-style 503 with Retry-After (it may retry; never a 500) and the
+    request still leaves exactly one usage event (nothing reserved, nothing charged). Before the fix, the relay tried to finish a plan
     that was never reserved, which raised over the real error and lost the event."""
     import httpx
 
@@ -63,10 +63,11 @@ def test_a_request_whose_reservation_fails_still_gets_one_usage_event(gateway, w
         )
     finally:
         client.url = good
-    assert response.status_code == 500
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
     assert response.json()["error"]["type"] == "api_error"
+    assert response.json()["error"]["code"] == "store_unavailable"
     log = wait_usage(response.headers["x-request-id"])
-    assert log.status_code == 500 and log.cost == 0
+    assert log.status_code == 503 and log.cost == 0
     assert not BillingRecord.objects.filter(user=user, kind="usage").exists()
 
 
