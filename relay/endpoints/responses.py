@@ -1,11 +1,16 @@
 """POST /v1/responses and its routes: OpenAI's Responses API for any model that can chat.
 
-The request is translated to a chat request (``providers.formats.openai_responses``),
-sent through the normal pipeline to whatever provider serves the model, and the answer
-translated back (JSON, or the typed Responses events). With ``store`` (the API's
-default) the response, its input items and the conversation so far are kept per user
-(``conversations``), so ``previous_response_id`` continues a conversation on providers
-that keep no state; a response id of another user does not exist for this one.
+Routes whose provider serves the Responses API itself (``Provider.responses_api`` on an
+adapter with ``Capability.RESPONSES``) get the request as the client sent it but for the
+model name; the upstream keeps the state, and the gateway only records which provider
+made a stored response (``UpstreamResponse``) to route follow-ups, retrieve and delete
+to it. For every other route the request is translated to a chat request
+(``providers.formats.openai_responses``), sent through the normal pipeline to whatever
+provider serves the model, and the answer translated back (JSON, or the typed Responses
+events). With ``store`` (the API's default) the response, its input items and the
+conversation so far are kept per user (``conversations``), so ``previous_response_id``
+continues a conversation on providers that keep no state; a response id of another user
+does not exist for this one.
 
 Storage is written off the response path (a worker thread, started when the answer is
 complete); a follow-up that arrives at the same worker before the write has finished
@@ -459,8 +464,10 @@ ENDPOINTS = [
             "The response.",
             request="ResponseCreateRequest",
             stream=True,
-            description="Translated to a chat request for the provider serving `model` (see "
-            "docs/providers.md), with failover; billed from the upstream's usage. With `stream: "
+            description="Passed through to providers marked `responses_api` (OpenAI, Azure: the "
+            "upstream keeps the state), translated to a chat request for every other provider "
+            "serving `model` (see docs/providers.md), with failover; billed from the upstream's "
+            "usage. With `stream: "
             "true`, the typed Responses events (`response.created` ... `response.completed`). "
             "Built-in tools the provider cannot run are dropped and named in the "
             "`x-gateway-dropped-tools` response header. `store` (default true) keeps the response "
