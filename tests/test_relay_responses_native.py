@@ -312,3 +312,20 @@ def test_azure_native_route(gateway, world, fake):
     (sent,) = responses_calls(fake)
     assert sent["path"] == "/openai/v1/responses" and sent["headers"]["api-key"] == "az-key"
     assert sent["json"]["model"] == "my-deployment"
+
+
+def test_built_in_tools_reach_a_native_upstream_and_are_dropped_only_by_translation(
+    gateway, world, fake, fake_b
+):
+    world.route(native_provider(world, fake, priority=10), MODEL)
+    world.route(world.provider(fake_b, type="openai"), MODEL)
+    key = world.key(world.user("tess"))
+    body = {"model": MODEL, "input": "search", "tools": [{"type": "web_search"}, *TOOLS]}
+    headers = {"authorization": f"Bearer {key}"}
+    passed = httpx.post(f"{gateway.url}/v1/responses", headers=headers, json=body, timeout=20)
+    assert passed.status_code == 200 and "x-gateway-dropped-tools" not in passed.headers
+    assert responses_calls(fake)[-1]["json"]["tools"] == body["tools"]
+    fake.script({"status": 503})  # the native route fails: the translated one answers
+    translated = httpx.post(f"{gateway.url}/v1/responses", headers=headers, json=body, timeout=20)
+    assert translated.status_code == 200 and translated.headers["x-gateway-dropped-tools"] == "web_search"
+    assert [t["function"]["name"] for t in fake_b.requests[-1]["json"]["tools"]] == ["lookup"]

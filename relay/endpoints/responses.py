@@ -257,6 +257,7 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
 
     def build(adapter: Adapter, route: Route):
         attempt["native"] = native(route)
+        call.headers = () if attempt["native"] else headers  # tools are dropped by translation only
         if attempt["native"]:
             return adapter.responses_request(passthrough, target_for(route), stream=stream)
         return adapter.chat_request(chat, target_for(route), stream=stream)
