@@ -33,3 +33,29 @@ class StoredResponse(models.Model):
 
     def __str__(self) -> str:
         return self.response_id
+
+
+class UpstreamResponse(models.Model):
+    """A response a Responses-native upstream made and keeps itself (passed through with
+    ``store``): which provider holds it and for which user. A ``previous_response_id``
+    follow-up is routed to that provider, and retrieve / delete / input_items are
+    forwarded to it; another user's id does not exist for this one."""
+
+    response_id = models.CharField(max_length=200, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "keys.APIKey", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    provider = models.ForeignKey(
+        "providers.Provider", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    model = models.CharField(max_length=200, help_text="The model the client asked for.")
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.response_id

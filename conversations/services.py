@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from .models import StoredResponse
+from .models import StoredResponse, UpstreamResponse
 
 
 def stored_response_create(
@@ -34,6 +34,33 @@ def stored_response_create(
     )
 
 
+def upstream_response_create(
+    *,
+    response_id: str,
+    user_id: int,
+    api_key_id: int | None,
+    provider_id: int,
+    model: str,
+    created_at: datetime | None = None,
+) -> UpstreamResponse:
+    record, _ = UpstreamResponse.objects.get_or_create(
+        response_id=response_id,
+        defaults={
+            "user_id": user_id,
+            "api_key_id": api_key_id,
+            "provider_id": provider_id,
+            "model": model,
+            "created_at": created_at or timezone.now(),
+        },
+    )
+    return record
+
+
+def upstream_response_delete(*, user_id: int, response_id: str) -> bool:
+    deleted, _ = UpstreamResponse.objects.filter(response_id=response_id, user_id=user_id).delete()
+    return deleted > 0
+
+
 def stored_response_delete(*, user_id: int, response_id: str) -> bool:
     """True when the user had that response (now deleted)."""
     deleted, _ = StoredResponse.objects.filter(response_id=response_id, user_id=user_id).delete()
@@ -47,12 +74,19 @@ def stored_responses_purge(*, older_than_days: int, batch_size: int = 1000) -> i
         return 0
     cutoff = timezone.now() - timedelta(days=older_than_days)
     deleted = 0
+    for model in (StoredResponse, UpstreamResponse):
+        deleted += _purge(model, cutoff, batch_size)
+    return deleted
+
+
+def _purge(model, cutoff, batch_size: int) -> int:
+    deleted = 0
     while True:
         ids = list(
-            StoredResponse.objects.filter(created_at__lt=cutoff)
+            model.objects.filter(created_at__lt=cutoff)
             .order_by("id")
             .values_list("id", flat=True)[:batch_size]
         )
         if not ids:
             return deleted
-        deleted += StoredResponse.objects.filter(id__in=ids).delete()[0]
+        deleted += model.objects.filter(id__in=ids).delete()[0]

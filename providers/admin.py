@@ -43,11 +43,12 @@ class ProviderAdmin(admin.ModelAdmin):
         "status",
         "priority",
         "weight",
+        "responses_api",
         "health_status",
         "response_time_ms",
         "has_credentials",
     ]
-    list_filter = ["status", "type", "health_status"]
+    list_filter = ["status", "type", "health_status", "responses_api"]
     search_fields = ["name", "base_url"]
     readonly_fields = [
         "status_reason",

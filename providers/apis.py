@@ -60,6 +60,7 @@ class ProviderSerializer(serializers.ModelSerializer):
             "timeout_seconds",
             "max_retries",
             "extra_headers",
+            "responses_api",
             "health_check_enabled",
             "health_check_model",
             "health_status",
@@ -86,6 +87,9 @@ class _ProviderWriteSerializer(serializers.Serializer):
     timeout_seconds = serializers.IntegerField(required=False, min_value=1, max_value=INT32)
     max_retries = serializers.IntegerField(required=False, min_value=0, max_value=SMALL)
     extra_headers = HeadersField(required=False)
+    responses_api = serializers.BooleanField(
+        required=False, help_text="The upstream serves /v1/responses itself: pass Responses requests through."
+    )
     health_check_enabled = serializers.BooleanField(required=False)
     health_check_model = serializers.CharField(required=False, allow_blank=True, max_length=200)
     status = serializers.ChoiceField(choices=Provider.Status.choices, required=False)

@@ -57,6 +57,12 @@ class Provider(models.Model):
     timeout_seconds = models.PositiveIntegerField(default=120, validators=[MinValueValidator(1)])
     max_retries = models.PositiveSmallIntegerField(default=0, help_text="Extra attempts on this provider.")
     extra_headers = models.JSONField(default=dict, blank=True)
+    responses_api = models.BooleanField(
+        default=False,
+        help_text="The upstream serves the Responses API (/v1/responses) itself (OpenAI, Azure): "
+        "/v1/responses requests are passed through to it instead of translated to chat completions. "
+        "Leave off for OpenAI-compatible servers that only speak chat completions (vLLM, Ollama...).",
+    )
     health_check_enabled = models.BooleanField(default=True)
     health_check_model = models.CharField(max_length=200, blank=True, help_text="Model used by the probe.")
     health_status = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN)

@@ -70,6 +70,7 @@ PROVIDER_FIELDS = (
     "timeout_seconds",
     "max_retries",
     "extra_headers",
+    "responses_api",
     "health_check_enabled",
     "health_check_model",
 )

@@ -116,6 +116,7 @@ class Route:
     extra_headers: dict
     extra_params: dict
     bill_upstream_model: bool
+    responses_api: bool = False  # the upstream serves /v1/responses itself (passed through)
 
 
 @dataclass(slots=True)
@@ -397,6 +398,7 @@ def _routes_sync(model) -> list[Route]:
                 extra_headers={**(provider.extra_headers or {}), **(pm.extra_headers or {})},
                 extra_params=dict(pm.extra_params or {}),
                 bill_upstream_model=pm.bill_upstream_model,
+                responses_api=provider.responses_api,
             )
         )
     return routes

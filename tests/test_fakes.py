@@ -861,3 +861,96 @@ def test_recorded_usage(client: httpx.Client, fake: FakeUpstream) -> None:
     fake.script({"status": 500})
     client.post("/v1/chat/completions", json=chat_body(), headers=OPENAI)
     assert fake.requests[-1]["usage"] is None and fake.requests[-1]["stop_sequences"] == []
+
+
+# -- Responses API -------------------------------------------------------------
+
+
+def test_responses_json_usage_and_store(client: httpx.Client, fake: FakeUpstream) -> None:
+    body = {"model": "gpt-4o-mini", "instructions": "Be brief.", "input": "Hello there [[cached:2]]"}
+    response = client.post("/v1/responses", headers=OPENAI, json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["object"] == "response" and data["status"] == "completed" and data["model"] == "gpt-4o-mini"
+    assert data["id"].startswith("resp_") and data["output"][0]["content"][0]["text"] == DEFAULT_REPLY
+    # W = "Be brief." (2) + "Hello there [[cached:2]]" (3); N = 2; C = 9
+    assert data["usage"] == {
+        "input_tokens": 7,
+        "input_tokens_details": {"cached_tokens": 2},
+        "output_tokens": 9,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 16,
+    }
+    assert fake.requests[-1]["json"] == body  # recorded as sent
+    stored = client.get(f"/v1/responses/{data['id']}", headers=OPENAI)
+    assert stored.status_code == 200 and stored.json()["id"] == data["id"]
+    items = client.get(f"/v1/responses/{data['id']}/input_items", headers=OPENAI).json()
+    assert items["object"] == "list" and items["data"][0]["content"] == "Hello there [[cached:2]]"
+    deleted = client.delete(f"/v1/responses/{data['id']}", headers=OPENAI)
+    assert deleted.json() == {"id": data["id"], "object": "response", "deleted": True}
+    assert client.get(f"/v1/responses/{data['id']}", headers=OPENAI).status_code == 404
+
+
+def test_responses_stream_events(client: httpx.Client) -> None:
+    body = {"model": "gpt-4o-mini", "input": "Hello", "stream": True}
+    response = client.post("/v1/responses", headers=OPENAI, json=body)
+    events = sse_events(response.text)
+    kinds = [kind for kind, _ in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    deltas = "".join(data["delta"] for kind, data in events if kind == "response.output_text.delta")
+    assert deltas == DEFAULT_REPLY and "[DONE]" not in response.text
+    assert events[-1][1]["response"]["usage"]["output_tokens"] == 9
+
+
+def test_responses_tool_call_and_previous_response_id(client: httpx.Client) -> None:
+    tools = [{"type": "function", "name": "search", "parameters": {}}]
+    directive = '[[fake:{"tool_call": true, "after_tool_result": {"reply": "Found {tool_result}"}}]]'
+    first = client.post(
+        "/v1/responses", headers=OPENAI, json={"model": "m", "input": f"look {directive}", "tools": tools}
+    ).json()
+    (call,) = first["output"]
+    assert call["type"] == "function_call" and call["name"] == "search" and call["call_id"] == "call_fake_1"
+    output = {"type": "function_call_output", "call_id": call["call_id"], "output": "42"}
+    second = client.post(
+        "/v1/responses",
+        headers=OPENAI,
+        json={"model": "m", "input": [output], "tools": tools, "previous_response_id": first["id"]},
+    ).json()
+    assert second["output"][0]["content"][0]["text"] == "Found 42"
+    unknown = client.post(
+        "/v1/responses",
+        headers=OPENAI,
+        json={"model": "m", "input": "x", "previous_response_id": "resp_nope"},
+    )
+    assert unknown.status_code == 400 and "resp_nope" in unknown.json()["error"]["message"]
+
+
+def test_responses_reasoning_encrypted_content(client: httpx.Client) -> None:
+    body = {
+        "model": "m",
+        "input": '[[fake:{"reasoning": "think hard"}]] hi',
+        "include": ["reasoning.encrypted_content"],
+        "reasoning": {"summary": "auto"},
+        "store": False,
+    }
+    data = client.post("/v1/responses", headers=OPENAI, json=body).json()
+    reasoning = data["output"][0]
+    assert reasoning["type"] == "reasoning" and reasoning["summary"][0]["text"] == "think hard"
+    assert reasoning["encrypted_content"].startswith("fake-enc:")
+    assert data["usage"]["output_tokens_details"]["reasoning_tokens"] == 2
+    back = {"model": "m", "input": [reasoning, {"role": "user", "content": "more"}]}
+    assert client.post("/v1/responses", headers=OPENAI, json=back).status_code == 200
+    forged = {**reasoning, "encrypted_content": "someone-else"}
+    refused = client.post("/v1/responses", headers=OPENAI, json={"model": "m", "input": [forged]})
+    assert refused.status_code == 400
+    assert client.get(f"/v1/responses/{data['id']}", headers=OPENAI).status_code == 404  # store false
+
+
+def test_responses_azure(client: httpx.Client) -> None:
+    azure = {"api-key": KEY}
+    body = {"model": "my-deployment", "input": "hi"}
+    assert client.post("/openai/v1/responses", headers=azure, json=body).json()["model"] == "my-deployment"
+    assert client.post("/openai/responses", headers=azure, json=body).status_code == 400
+    ok = client.post("/openai/responses?api-version=2025-04-01-preview", headers=azure, json=body)
+    assert ok.status_code == 200

@@ -157,6 +157,7 @@ class Capability(StrEnum):
     EMBEDDINGS = "embeddings"
     MESSAGES = "messages"  # Anthropic Messages, natively (passed through)
     COUNT_TOKENS = "count_tokens"  # Anthropic's message token counting, natively
+    RESPONSES = "responses"  # OpenAI Responses, natively (passed through where the provider says so)
     PROBE = "probe"  # a cheap authenticated request for health checks
 
 
@@ -214,6 +215,19 @@ class Adapter:
         raise NotImplementedError
 
     def count_tokens_request(self, body: dict, target: Target, *, beta: str | None = None) -> UpstreamRequest:
+        raise NotImplementedError
+
+    # responses: the OpenAI Responses protocol itself (for providers with ``responses_api``)
+    def responses_request(self, body: dict, target: Target, *, stream: bool) -> UpstreamRequest:
+        raise NotImplementedError
+
+    def responses_stored_request(
+        self, method: str, response_id: str, target: Target, *, action: str = "", query: str = ""
+    ) -> UpstreamRequest:
+        """GET / DELETE ``responses/{id}[/{action}]`` of a response the upstream keeps."""
+        raise NotImplementedError
+
+    def responses_stream(self, *, model: str, on_done=None) -> StreamTranslator:
         raise NotImplementedError
 
     # probe

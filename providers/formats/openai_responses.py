@@ -40,6 +40,8 @@ from typing import Any
 
 import orjson
 
+from providers.base import StreamTranslator, Usage
+
 from .openai_chat import ChatChunkReader, usage_from_openai
 
 ROLES = ("user", "assistant", "system", "developer")
@@ -1065,3 +1067,94 @@ class ChatStreamToResponses(ChatChunkReader):
             if self._finish_reason is not None:
                 out += self._finish()
         return out
+
+
+# --------------------------------------------------------------------------- passthrough
+# For upstreams that serve the Responses API themselves (``Provider.responses_api``): the
+# request goes as the client sent it but for the model name, the answer comes back as it
+# is but for the model name, and usage is read on the way.
+
+
+def usage_from_responses(raw: Any) -> Usage | None:
+    """The billing :class:`Usage` of a Responses ``usage`` object (reasoning tokens are part
+    of ``output_tokens``, as they are of chat's ``completion_tokens``)."""
+    if not isinstance(raw, dict):
+        return None
+    details = raw.get("input_tokens_details") if isinstance(raw.get("input_tokens_details"), dict) else {}
+    return Usage(
+        prompt_tokens=int(raw.get("input_tokens") or 0),
+        completion_tokens=int(raw.get("output_tokens") or 0),
+        cached_tokens=int(details.get("cached_tokens") or 0),
+    )
+
+
+def passthrough_body(body: dict, *, upstream_model: str, extra_params: dict | None = None) -> dict:
+    out = dict(body)
+    out["model"] = upstream_model
+    if extra_params:
+        out.update(extra_params)
+    return out
+
+
+def passthrough_answer(payload: bytes, *, model: str) -> tuple[bytes, dict, Usage | None]:
+    """An upstream Response as the client gets it (``model`` the name it asked for), the
+    Response itself, and its usage."""
+    data = orjson.loads(payload)
+    if not isinstance(data, dict):
+        raise ValueError("not a Response object")
+    if data.get("model", model) != model:
+        data["model"] = model
+        payload = orjson.dumps(data)
+    return payload, data, usage_from_responses(data.get("usage"))
+
+
+TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+class ResponsesPassthroughStream(StreamTranslator):
+    """A Responses SSE stream passed through event by event: the ``model`` of the events
+    that carry the Response is rewritten to the name the client asked for, usage is read
+    from the terminal event, generated text is noted (billed by counting if the stream is
+    cut), and ``on_done`` gets the final Response of a completed or incomplete answer."""
+
+    def __init__(self, *, model: str, on_done: Callable[[dict], None] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.on_done = on_done
+
+    def _line(self, line: bytes) -> bytes:
+        if not line.startswith(b"data:"):
+            return line + b"\n"
+        try:
+            event = orjson.loads(line[5:].strip())
+        except orjson.JSONDecodeError:
+            return line + b"\n"
+        if not isinstance(event, dict):
+            return line + b"\n"
+        kind = event.get("type")
+        delta = event.get("delta")
+        if kind in ("response.output_text.delta", "response.function_call_arguments.delta") and isinstance(
+            delta, str
+        ):
+            self.collect(delta)
+        if kind == "error":
+            self.error = {"message": event.get("message") or "upstream error", "code": event.get("code")}
+            self.finished = True
+            return line + b"\n"
+        response = event.get("response")
+        if not isinstance(response, dict):
+            return line + b"\n"
+        if kind in TERMINAL:
+            self.finished = True
+            usage = usage_from_responses(response.get("usage"))
+            if usage is not None:
+                self.usage = usage
+            if kind == "response.failed":
+                error = response.get("error")
+                self.error = error if isinstance(error, dict) else {"message": "upstream response failed"}
+        changed = self.model and response.get("model", self.model) != self.model
+        if changed:
+            response["model"] = self.model
+        if kind in TERMINAL[:2] and self.on_done is not None:
+            self.on_done(response)
+        return b"data: " + orjson.dumps(event) + b"\n" if changed else line + b"\n"

@@ -19,6 +19,7 @@ from providers.base import (
     Usage,
 )
 from providers.formats.openai_chat import usage_from_openai
+from providers.formats.openai_responses import ResponsesPassthroughStream, passthrough_body
 
 
 def prepare_body(body: dict, target: Target, *, stream: bool) -> dict:
@@ -110,7 +111,13 @@ class OpenAIStreamTranslator(StreamTranslator):
 class OpenAIAdapter(Adapter):
     name = "openai"
     capabilities = frozenset(
-        {Capability.CHAT, Capability.COMPLETIONS, Capability.EMBEDDINGS, Capability.PROBE}
+        {
+            Capability.CHAT,
+            Capability.COMPLETIONS,
+            Capability.EMBEDDINGS,
+            Capability.RESPONSES,
+            Capability.PROBE,
+        }
     )
 
     def url(self, target: Target, path: str) -> str:
@@ -148,6 +155,25 @@ class OpenAIAdapter(Adapter):
             orjson.dumps(prepare_body(body, target, stream=False)),
         )
 
+    # Responses API, passed through (only for providers with ``responses_api`` on)
+    def responses_url(self, target: Target, suffix: str = "", query: str = "") -> str:
+        return f"{target.base_url}/responses{suffix}" + (f"?{query}" if query else "")
+
+    def responses_request(self, body: dict, target: Target, *, stream: bool) -> UpstreamRequest:
+        out = passthrough_body(body, upstream_model=target.upstream_model, extra_params=target.extra_params)
+        return UpstreamRequest("POST", self.responses_url(target), self.headers(target), orjson.dumps(out))
+
+    def responses_stored_request(
+        self, method: str, response_id: str, target: Target, *, action: str = "", query: str = ""
+    ) -> UpstreamRequest:
+        suffix = f"/{response_id}" + (f"/{action}" if action else "")
+        headers = self.headers(target)
+        headers.pop("content-type", None)
+        return UpstreamRequest(method, self.responses_url(target, suffix, query), headers, None)
+
+    def responses_stream(self, *, model: str, on_done=None) -> StreamTranslator:
+        return ResponsesPassthroughStream(model=model, on_done=on_done)
+
     def probe_request(self, target: Target) -> UpstreamRequest:
         """A one-token chat when the probe has a model, else the model list."""
         if not target.upstream_model:
@@ -181,6 +207,19 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         return headers
 
     probe_needs_model = True  # a deployment has no model list: always a one-token chat
+    # api-versions of the preview Responses surface (/openai/responses?api-version=...);
+    # any other (a chat api-version, or none) uses the v1 surface (/openai/v1/responses)
+    responses_preview_from = "2025-03-01"
+
+    def responses_url(self, target: Target, suffix: str = "", query: str = "") -> str:
+        """Azure's Responses API is not per deployment: the deployment is the body's
+        ``model``. The v1 surface needs no api-version; a preview api-version (2025-03-01
+        or later, ``...-preview``) selects the older preview path."""
+        version = target.api_version
+        if version.endswith("preview") and version >= self.responses_preview_from:
+            params = f"api-version={version}" + (f"&{query}" if query else "")
+            return f"{target.base_url}/openai/responses{suffix}?{params}"
+        return f"{target.base_url}/openai/v1/responses{suffix}" + (f"?{query}" if query else "")
 
     def probe_request(self, target: Target) -> UpstreamRequest:
         body = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}

@@ -1,11 +1,16 @@
 """POST /v1/responses and its routes: OpenAI's Responses API for any model that can chat.
 
-The request is translated to a chat request (``providers.formats.openai_responses``),
-sent through the normal pipeline to whatever provider serves the model, and the answer
-translated back (JSON, or the typed Responses events). With ``store`` (the API's
-default) the response, its input items and the conversation so far are kept per user
-(``conversations``), so ``previous_response_id`` continues a conversation on providers
-that keep no state; a response id of another user does not exist for this one.
+Routes whose provider serves the Responses API itself (``Provider.responses_api`` on an
+adapter with ``Capability.RESPONSES``) get the request as the client sent it but for the
+model name; the upstream keeps the state, and the gateway only records which provider
+made a stored response (``UpstreamResponse``) to route follow-ups, retrieve and delete
+to it. For every other route the request is translated to a chat request
+(``providers.formats.openai_responses``), sent through the normal pipeline to whatever
+provider serves the model, and the answer translated back (JSON, or the typed Responses
+events). With ``store`` (the API's default) the response, its input items and the
+conversation so far are kept per user (``conversations``), so ``previous_response_id``
+continues a conversation on providers that keep no state; a response id of another user
+does not exist for this one.
 
 Storage is written off the response path (a worker thread, started when the answer is
 complete); a follow-up that arrives at the same worker before the write has finished
@@ -33,14 +38,16 @@ from providers.formats.openai_responses import (
     conversation_after,
     new_id,
     output_text,
+    passthrough_answer,
     response_object,
     responses_to_chat,
     responses_usage,
     wants_summary,
 )
+from providers.registry import get_adapter, supports
 
 from .. import tokens
-from ..config import Route
+from ..config import CONFIG, Route
 from ..errors import RelayError
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
@@ -77,7 +84,23 @@ def _store(ctx: Context, plan: ChatPlan, response: dict, previous: str | None) -
         previous_response_id=previous or "",
         created_at=datetime.fromtimestamp(response["created_at"], tz=UTC),
     )
-    task = asyncio.ensure_future(write)
+    _pending(response_id, asyncio.ensure_future(write))
+
+
+def _hold(ctx: Context, response: dict, *, provider_id: int | None, model: str) -> None:
+    """Note which provider keeps a passed-through response (off the response path, like
+    ``_store``), so follow-ups and retrieve / delete reach it."""
+    response_id = response.get("id")
+    if not isinstance(response_id, str) or not response_id or provider_id is None:
+        return
+    key = ctx.key
+    write = sync_to_async(services.upstream_response_create, thread_sensitive=False)(
+        response_id=response_id, user_id=key.user_id, api_key_id=key.id, provider_id=provider_id, model=model
+    )
+    _pending(response_id, asyncio.ensure_future(write))
+
+
+def _pending(response_id: str, task: asyncio.Task) -> None:
     PENDING[response_id] = task
 
     def done(finished: asyncio.Task) -> None:
@@ -90,14 +113,27 @@ def _store(ctx: Context, plan: ChatPlan, response: dict, previous: str | None) -
     task.add_done_callback(done)
 
 
-async def _stored(ctx: Context, response_id: str):
-    """The key owner's stored response, or None (unknown, deleted, or another user's)."""
+async def _written(response_id: str) -> None:
     pending = PENDING.get(response_id)
     if pending is not None:
         # a failed or slow write is logged by its task: read what there is
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(pending), WAIT_FOR_WRITE)
+
+
+async def _stored(ctx: Context, response_id: str):
+    """The key owner's stored (translated) response, or None (unknown, deleted, another
+    user's, or one that a Responses-native upstream keeps: see ``_held``)."""
+    await _written(response_id)
     return await sync_to_async(selectors.stored_response_get, thread_sensitive=False)(
+        user_id=ctx.key.user_id, response_id=response_id
+    )
+
+
+async def _held(ctx: Context, response_id: str):
+    """The key owner's record of a response a Responses-native upstream keeps, or None."""
+    await _written(response_id)
+    return await sync_to_async(selectors.upstream_response_get, thread_sensitive=False)(
         user_id=ctx.key.user_id, response_id=response_id
     )
 
@@ -106,19 +142,41 @@ def _not_found(response_id: str) -> RelayError:
     return RelayError(404, f"Response with id '{response_id}' not found.", param="response_id")
 
 
+def _previous_not_found(previous: str) -> RelayError:
+    return RelayError(
+        400,
+        f"Previous response with id '{previous}' not found.",
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
+
+
 async def _history(ctx: Context, body: dict) -> list[dict]:
+    """The chat conversation before this request (translated providers)."""
     previous = body.get("previous_response_id")
     if not previous:
         return []
     stored = await _stored(ctx, previous)
     if stored is None:
-        raise RelayError(
-            400,
-            f"Previous response with id '{previous}' not found.",
-            param="previous_response_id",
-            code="previous_response_not_found",
-        )
+        if await _held(ctx, previous) is not None:
+            return []  # kept upstream: the gateway has no copy to count or replay
+        raise _previous_not_found(previous)
     return stored.messages
+
+
+async def _item_history(ctx: Context, stored) -> list[dict]:
+    """A translated conversation as Responses items (input and output of each turn, oldest
+    first), for a follow-up that only Responses-native providers can serve. Reasoning items
+    without encrypted content were made by the translation: no upstream can read them."""
+    turns: list[list[dict]] = []
+    seen: set[str] = set()
+    while stored is not None and stored.response_id not in seen and len(seen) < 1000:
+        seen.add(stored.response_id)
+        turns.append([*stored.input_items, *(stored.response.get("output") or [])])
+        previous = stored.previous_response_id
+        stored = await _stored(ctx, previous) if previous else None
+    items = [item for turn in reversed(turns) for item in turn]
+    return [i for i in items if i.get("type") != "reasoning" or i.get("encrypted_content")]
 
 
 def _translate(body: dict, history: list[dict], reasoning: bool) -> ChatPlan:
@@ -126,6 +184,11 @@ def _translate(body: dict, history: list[dict], reasoning: bool) -> ChatPlan:
         return responses_to_chat(body, history=history, reasoning=reasoning)
     except RequestError as exc:
         raise RelayError(400, exc.message, param=exc.param, code=exc.code) from None
+
+
+def native(route: Route) -> bool:
+    """The route's upstream serves the Responses API itself: pass requests through."""
+    return route.responses_api and supports(route.provider_type, Capability.RESPONSES)
 
 
 # --------------------------------------------------------------------------- create
@@ -137,23 +200,73 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
     record.model_requested = model
     check_responses(body)
     stream = record.stream = stream_flag(body)
-    info, routes = await resolve(ctx, model, Capability.CHAT, what="responses")
+    info, routes = await resolve(ctx, model, Capability.CHAT, Capability.RESPONSES, what="responses")
     record.price = info.price
     previous = body.get("previous_response_id")
-    plan = _translate(body, await _history(ctx, body), info.reasoning)
-    chat = plan.chat
+    keep = body.get("store") is not False
+    passthrough = dict(body)  # what a Responses-native upstream is sent (but for the model)
+    history: list[dict] = []
+    if previous:
+        held = await _held(ctx, previous)
+        if held is not None:
+            # the upstream that made it keeps the state: only it can continue
+            routes = [r for r in routes if native(r) and r.provider_id == held.provider_id]
+            if not routes:
+                raise RelayError(
+                    400,
+                    f"Previous response with id '{previous}' is kept by a provider that no longer "
+                    f"serves model '{model}'.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+        else:
+            stored = await _stored(ctx, previous)
+            if stored is None:
+                raise _previous_not_found(previous)
+            history = stored.messages
+            translated_routes = [r for r in routes if not native(r)]
+            if translated_routes:
+                routes = translated_routes  # they continue from the gateway's copy
+            else:  # replay the gateway's copy to the native upstream as items
+                current = body["input"]
+                if isinstance(current, str):
+                    current = [{"type": "message", "role": "user", "content": current}]
+                passthrough["input"] = [*await _item_history(ctx, stored), *current]
+                passthrough.pop("previous_response_id", None)
+    if info.max_output_tokens and (passthrough.get("max_output_tokens") or 0) > info.max_output_tokens:
+        passthrough["max_output_tokens"] = info.max_output_tokens
+    any_translated = any(not native(r) for r in routes)
+    plan = _translate(body, history, info.reasoning) if any_translated else None
+    chat = plan.chat if plan is not None else {}
     if info.max_output_tokens and chat.get("max_tokens", 0) > info.max_output_tokens:
         chat["max_tokens"] = info.max_output_tokens
     base = response_object(body, response_id=new_id("resp"), model=model)
     summary = wants_summary(body)
-    keep = body.get("store") is not False
-    headers = ((DROPPED_HEADER, ",".join(plan.dropped_tools).encode()),) if plan.dropped_tools else ()
+    headers = ()
+    if plan is not None and plan.dropped_tools:
+        headers = ((DROPPED_HEADER, ",".join(plan.dropped_tools).encode()),)
+    attempt = {"native": False}  # the route being tried (attempts are sequential)
 
     def stored(response: dict) -> None:
         if keep and response.get("status") in ("completed", "incomplete"):
             _store(ctx, plan, response, previous)
 
+    def held_upstream(response: dict) -> None:
+        if keep and response.get("status") in ("completed", "incomplete"):
+            _hold(ctx, response, provider_id=record.provider_id, model=model)
+
+    def build(adapter: Adapter, route: Route):
+        attempt["native"] = native(route)
+        call.headers = () if attempt["native"] else headers  # tools are dropped by translation only
+        if attempt["native"]:
+            return adapter.responses_request(passthrough, target_for(route), stream=stream)
+        return adapter.chat_request(chat, target_for(route), stream=stream)
+
     def answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
+        if attempt["native"]:
+            out, response, usage = passthrough_answer(payload, model=model)
+            held_upstream(response)
+            return out, usage
         data, usage = adapter.chat_response(orjson.loads(payload), model=model)
         response = chat_to_response(data, response=base, tools=plan.tools, summary=summary)
         if response["usage"] is None:  # the upstream reported none: shown counted, billed estimated
@@ -166,6 +279,8 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         return orjson.dumps(response), usage
 
     def translator(adapter: Adapter):
+        if attempt["native"]:
+            return adapter.responses_stream(model=model, on_done=held_upstream)
         return ChainedStream(
             adapter.chat_stream(model=model, include_usage=True),
             ChatStreamToResponses(
@@ -178,16 +293,24 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
             ),
         )
 
+    def count_prompt() -> int:
+        if plan is not None and not attempt["native"]:
+            return tokens.count_chat_prompt(chat)
+        return tokens.count_text(
+            orjson.dumps([passthrough.get("instructions"), passthrough["input"]]).decode()
+        )
+
+    check_chat = unsupported_for(chat) if plan is not None else None
     call = Call(
-        body=chat,
+        body=chat or passthrough,
         model=model,
         model_max=info.max_output_tokens,
         stream=stream,
-        build=lambda adapter, route: adapter.chat_request(chat, target_for(route), stream=stream),
+        build=build,
         answer=answer,
         translator=translator,
-        count_prompt=lambda: tokens.count_chat_prompt(chat),
-        unsupported=unsupported_for(chat),
+        count_prompt=count_prompt,
+        unsupported=check_chat,
         headers=headers,
     )
     return call, candidates(routes, info.strategy, model)
@@ -216,11 +339,45 @@ async def retrieve(ctx: Context, relay) -> None:
         raise RelayError(404, f"Unknown endpoint {ctx.method} {ctx.path}.", code="unknown_url")
     stored = await _stored(ctx, response_id)
     if stored is None:
-        raise _not_found(response_id)
+        await _upstream(ctx, relay, response_id, action)
+        return
     if not action:
         await ctx.respond(200, orjson.dumps(stored.response))
         return
     await ctx.respond(200, orjson.dumps(_page(stored.input_items, _query(ctx))))
+
+
+async def _upstream(ctx: Context, relay, response_id: str, action: str) -> None:
+    """Retrieve, input_items, delete or cancel of a response a Responses-native upstream
+    keeps: forwarded to the provider that made it (404 for any other user's id)."""
+    held = await _held(ctx, response_id)
+    if held is None:
+        raise _not_found(response_id)
+    info = await CONFIG.model(held.model)
+    route = next(
+        (r for r in (info.routes if info else ()) if r.provider_id == held.provider_id and native(r)), None
+    )
+    if route is None:
+        raise RelayError(
+            503,
+            f"The provider that keeps response '{response_id}' is not available.",
+            code="no_provider",
+        )
+    adapter = get_adapter(route.provider_type)
+    query = ctx.scope.get("query_string", b"").decode("latin-1")
+    request = adapter.responses_stored_request(
+        ctx.method, response_id, target_for(route), action=action, query=query
+    )
+    status, payload = await relay.forwarder.fetch(request, timeout=route.timeout)
+    if status is None:
+        raise RelayError(502, "The provider that keeps this response could not be reached.")
+    if status == 200 and ctx.method == "GET" and not action:
+        payload, _, _ = passthrough_answer(payload, model=held.model)
+    if ctx.method == "DELETE" and status in (200, 404):
+        await sync_to_async(services.upstream_response_delete, thread_sensitive=False)(
+            user_id=ctx.key.user_id, response_id=response_id
+        )
+    await ctx.respond(status, payload)
 
 
 def _page(items: list[dict], query: dict[str, str]) -> dict:
@@ -261,7 +418,8 @@ async def delete(ctx: Context, relay) -> None:
         user_id=ctx.key.user_id, response_id=response_id
     )
     if not deleted:
-        raise _not_found(response_id)
+        await _upstream(ctx, relay, response_id, "")
+        return
     await ctx.respond(200, orjson.dumps({"id": response_id, "object": "response", "deleted": True}))
 
 
@@ -272,7 +430,8 @@ async def cancel(ctx: Context, relay) -> None:
     if action != "cancel":
         raise RelayError(404, f"Unknown endpoint {ctx.method} {ctx.path}.", code="unknown_url")
     if await _stored(ctx, response_id) is None:
-        raise _not_found(response_id)
+        await _upstream(ctx, relay, response_id, action)
+        return
     raise RelayError(
         400, "Only responses created with background: true can be cancelled.", param="response_id"
     )
@@ -306,8 +465,10 @@ ENDPOINTS = [
             "The response.",
             request="ResponseCreateRequest",
             stream=True,
-            description="Translated to a chat request for the provider serving `model` (see "
-            "docs/providers.md), with failover; billed from the upstream's usage. With `stream: "
+            description="Passed through to providers marked `responses_api` (OpenAI, Azure: the "
+            "upstream keeps the state), translated to a chat request for every other provider "
+            "serving `model` (see docs/providers.md), with failover; billed from the upstream's "
+            "usage. With `stream: "
             "true`, the typed Responses events (`response.created` ... `response.completed`). "
             "Built-in tools the provider cannot run are dropped and named in the "
             "`x-gateway-dropped-tools` response header. `store` (default true) keeps the response "

@@ -21,6 +21,17 @@ OpenAI: ``POST /v1/chat/completions``, ``POST /v1/completions``,
 ``POST /v1/embeddings``, ``GET /v1/models``.
 Azure: ``POST /openai/deployments/{deployment}/chat/completions|completions|
 embeddings?api-version=...`` (``api-version`` required; model = deployment).
+Responses API: ``POST /v1/responses`` (OpenAI), ``POST /openai/v1/responses`` and
+``POST /openai/responses?api-version=...`` (Azure; model = the body's deployment name):
+JSON or typed SSE events (``response.created`` ... ``response.completed``, sequence
+numbers, no ``[DONE]``), usage ``input_tokens = W + N`` (cached N), ``output_tokens = C +
+R``; ``tool_call``/``tool_calls`` give ``function_call`` items, ``reasoning`` a
+``reasoning`` item first (summary when ``reasoning.summary`` is set, a fake
+``encrypted_content`` ``fake-enc:...`` when ``include`` has
+``reasoning.encrypted_content``; a reasoning item sent back with other encrypted content
+is refused with 400). Unless ``store`` is false, responses are kept by id:
+``previous_response_id`` continues from them (400 for an unknown id), and ``GET``/
+``DELETE .../responses/{id}``, ``GET .../responses/{id}/input_items`` serve them.
 Anthropic: ``POST /v1/messages`` (requires ``anthropic-version`` header and
 ``max_tokens``), ``POST /v1/messages/count_tokens``.
 Gemini: ``POST /v1beta/models/{model}:generateContent``,
@@ -174,9 +185,10 @@ import socket
 import struct
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self
 
@@ -554,6 +566,61 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 
 
 # --------------------------------------------------------------------------
+# The Responses API (OpenAI, Azure)
+# --------------------------------------------------------------------------
+
+FAKE_ENCRYPTED_PREFIX = "fake-enc:"
+
+
+def _response_items(value: Any) -> list[JSON]:
+    """A Responses ``input`` as items (a string is one user message)."""
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _item_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    texts = []
+    for part in content if isinstance(content, list) else ():
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+    return " ".join(texts)
+
+
+def responses_as_chat(instructions: Any, items: list[JSON], tools: Any) -> JSON:
+    """A Responses conversation as the chat body the shared helpers read (texts, the last
+    user text, tool results after the last assistant turn, offered tool names)."""
+    messages: list[JSON] = []
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    for item in items:
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            role = "system" if role == "developer" else role
+            messages.append({"role": role, "content": _item_text(item.get("content"))})
+        elif kind == "function_call":
+            messages.append({"role": "assistant", "content": None, "tool_calls": [item]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append(
+                {"role": "tool", "content": output if isinstance(output, str) else _item_text(output)}
+            )
+    names = [
+        {"type": "function", "function": {"name": tool["name"]}}
+        for tool in (tools if isinstance(tools, list) else ())
+        if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("name"), str)
+    ]
+    return {"messages": messages, "tools": names}
+
+
+def _hex_id(prefix: str, length: int = 48) -> str:
+    return prefix + "_" + (uuid.uuid4().hex + uuid.uuid4().hex)[:length]
+
+
+# --------------------------------------------------------------------------
 # Shared state
 # --------------------------------------------------------------------------
 
@@ -566,6 +633,7 @@ class FakeState:
         self._queue: deque[JSON] = deque()
         self._records: list[JSON] = []
         self._counter = 0
+        self.responses: dict[str, JSON] = {}  # stored Responses: id -> {response, input, items}
 
     def script(self, behaviours: Iterable[Any]) -> int:
         checked = [validate_behaviour(b) for b in behaviours]
@@ -602,6 +670,7 @@ class FakeState:
             self._queue.clear()
             self._records = []
             self._counter = 0
+            self.responses = {}
             self._cond.notify_all()
 
     def wait_for(self, predicate: Callable[[list[JSON]], bool], timeout: float) -> list[JSON]:
@@ -785,6 +854,23 @@ class FakeServer:
                 f"/openai/deployments/{{deployment}}/{suffix}",
                 self._route(azure),
             )
+        responses = _Endpoint(
+            "openai",
+            self._responses,
+            self._validate_responses,
+            _chat_texts,
+            _last_user_chat_text,
+            **conversation,
+        )
+        stored = _Endpoint("openai", self._stored_response, needs_body=False)
+        for prefix, protocol in (
+            ("/v1", "openai"),
+            ("/openai/v1", "azure"),
+            ("/openai", "azure"),
+        ):
+            add("POST", f"{prefix}/responses", self._route(replace(responses, protocol=protocol)))
+            for method, path in (("GET", "{rid}"), ("DELETE", "{rid}"), ("GET", "{rid}/input_items")):
+                add(method, f"{prefix}/responses/{path}", self._route(replace(stored, protocol=protocol)))
         add("POST", "/_fake/script", self._control_script)
         add("GET", "/_fake/requests", self._control_requests)
         add("POST", "/_fake/reset", self._control_reset)
@@ -1357,6 +1443,203 @@ class FakeServer:
             for model in MODELS
         ]
         return await self._send_json(call, {"object": "list", "data": data})
+
+    # -- Responses API (OpenAI, Azure) ------------------------------------
+
+    def _validate_responses(self, call: _Call) -> None:
+        preview = call.protocol == "azure" and "/openai/v1/" not in call.request.path
+        if preview and not call.request.query.get("api-version"):
+            raise _ApiError(400, "Missing required query parameter: api-version")
+        body = call.body
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _ApiError(400, "you must provide a model parameter")
+        call.model = model
+        if not isinstance(body.get("input"), (str, list)) or not body["input"]:
+            raise _ApiError(400, "Missing required parameter: 'input'.")
+        history: list[JSON] = []
+        previous = body.get("previous_response_id")
+        if previous is not None:
+            stored = self.state.responses.get(previous)
+            if stored is None:
+                raise _ApiError(400, f"Previous response with id '{previous}' not found.")
+            history = stored["items"]
+        current = _response_items(body["input"])
+        for item in current:
+            encrypted = item.get("encrypted_content") if item.get("type") == "reasoning" else None
+            if encrypted is not None and not str(encrypted).startswith(FAKE_ENCRYPTED_PREFIX):
+                raise _ApiError(400, "The encrypted content for item could not be verified.")
+        items = [*history, *current]
+        call.body = {
+            **responses_as_chat(body.get("instructions"), items, body.get("tools")),
+            "stream": body.get("stream"),
+            "_request": body,
+            "_items": items,
+            "_input": current,
+        }
+
+    def _response_output(self, call: _Call, answer: _Answer) -> list[JSON]:
+        request = call.body["_request"]
+        output: list[JSON] = []
+        if answer.reasoning:
+            reasoning = request.get("reasoning") if isinstance(request.get("reasoning"), dict) else {}
+            item: JSON = {"id": _hex_id("rs"), "type": "reasoning", "summary": []}
+            if reasoning.get("summary"):
+                item["summary"] = [{"type": "summary_text", "text": answer.reasoning}]
+            include = request.get("include") if isinstance(request.get("include"), list) else []
+            if "reasoning.encrypted_content" in include:
+                token = base64.b64encode(answer.reasoning.encode()).decode()
+                item["encrypted_content"] = FAKE_ENCRYPTED_PREFIX + token
+            output.append(item)
+        for tool in answer.tools:
+            output.append(
+                {
+                    "id": _hex_id("fc"),
+                    "type": "function_call",
+                    "status": "completed",
+                    "call_id": f"call_fake_{tool.id}",
+                    "name": tool.name,
+                    "arguments": tool.json,
+                }
+            )
+        if not answer.tools:
+            output.append(
+                {
+                    "id": _hex_id("msg"),
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": answer.text, "annotations": []}],
+                }
+            )
+        return output
+
+    async def _responses(self, call: _Call) -> web.StreamResponse:
+        request = call.body["_request"]
+        answer = self._answer(call)
+        reasoning_words = words(answer.reasoning)
+        output_tokens = answer.output_words + reasoning_words
+        input_tokens = call.prompt_words + call.cached
+        usage: JSON | None = {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": call.cached},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reasoning_words},
+            "total_tokens": input_tokens + output_tokens,
+        }
+        if call.behaviour.get("no_usage"):
+            usage = None
+        output = self._response_output(call, answer)
+        store = request.get("store") is not False
+        response: JSON = {
+            "id": _hex_id("resp"),
+            "object": "response",
+            "created_at": call.created,
+            "status": "completed",
+            "error": None,
+            "incomplete_details": None,
+            "instructions": request.get("instructions"),
+            "model": call.model,
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": request.get("previous_response_id"),
+            "reasoning": {"effort": None, "summary": None},
+            "store": store,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": request.get("tools") or [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": usage,
+            "metadata": {},
+        }
+        if store:
+            self.state.responses[response["id"]] = {
+                "response": response,
+                "input": call.body["_input"],
+                "items": [*call.body["_items"], *output],
+            }
+        if not self._stream_requested(call):
+            return await self._send_json(call, response, usage=usage)
+        return await self._stream(call, self._response_events(response, answer), "text/event-stream", usage)
+
+    def _response_events(self, response: JSON, answer: _Answer) -> Items:
+        seq = 0
+        items: Items = []
+
+        def event(kind: str, stage: str, **data: Any) -> None:
+            nonlocal seq
+            items.append((stage, _sse({"type": kind, "sequence_number": seq, **data}, event=kind)))
+            seq += 1
+
+        start = {**response, "status": "in_progress", "output": [], "usage": None}
+        event("response.created", "pre", response=start)
+        event("response.in_progress", "pre", response=start)
+        for index, item in enumerate(response["output"]):
+            if item["type"] == "reasoning":
+                event("response.output_item.added", "mid", output_index=index, item={**item, "summary": []})
+                for number, summary in enumerate(item["summary"]):
+                    event(
+                        "response.reasoning_summary_text.done",
+                        "mid",
+                        item_id=item["id"],
+                        output_index=index,
+                        summary_index=number,
+                        text=summary["text"],
+                    )
+                event("response.output_item.done", "mid", output_index=index, item=item)
+            elif item["type"] == "function_call":
+                event("response.output_item.added", "mid", output_index=index, item={**item, "arguments": ""})
+                for piece in _fragments(item["arguments"]):
+                    event(
+                        "response.function_call_arguments.delta",
+                        "content",
+                        item_id=item["id"],
+                        output_index=index,
+                        delta=piece,
+                    )
+                event(
+                    "response.function_call_arguments.done",
+                    "mid",
+                    item_id=item["id"],
+                    output_index=index,
+                    arguments=item["arguments"],
+                )
+                event("response.output_item.done", "mid", output_index=index, item=item)
+            else:
+                text = item["content"][0]["text"]
+                ids = {"item_id": item["id"], "output_index": index, "content_index": 0}
+                event("response.output_item.added", "mid", output_index=index, item={**item, "content": []})
+                empty = {"type": "output_text", "text": "", "annotations": []}
+                event("response.content_part.added", "mid", part=empty, **ids)
+                for piece in pieces(text):
+                    event("response.output_text.delta", "content", delta=piece, **ids)
+                event("response.output_text.done", "mid", text=text, **ids)
+                event("response.content_part.done", "mid", part=item["content"][0], **ids)
+                event("response.output_item.done", "mid", output_index=index, item=item)
+        event("response.completed", "post", response=response)
+        return items
+
+    async def _stored_response(self, call: _Call) -> web.StreamResponse:
+        response_id = call.request.match_info["rid"]
+        stored = self.state.responses.get(response_id)
+        if stored is None:
+            return await self._send_error(call, 404, f"Response with id '{response_id}' not found.")
+        if call.request.method == "DELETE":
+            del self.state.responses[response_id]
+            return await self._send_json(call, {"id": response_id, "object": "response", "deleted": True})
+        if call.request.path.endswith("/input_items"):
+            data = [{"id": _hex_id("msg"), **item} if "id" not in item else item for item in stored["input"]]
+            page = {
+                "object": "list",
+                "data": data[::-1],
+                "first_id": data[-1]["id"] if data else None,
+                "last_id": data[0]["id"] if data else None,
+                "has_more": False,
+            }
+            return await self._send_json(call, page)
+        return await self._send_json(call, stored["response"])
 
     # -- Anthropic --------------------------------------------------------
 
