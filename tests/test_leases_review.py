@@ -34,8 +34,9 @@ pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (scr
 def test_a_request_whose_reservation_fails_still_gets_one_usage_event(gateway, world, fake):
     """The counter store's Redis connection is down when a request reserves: the client
     gets a clean OpenAI-style 503 with Retry-After (it may retry; never a 500) and the
-    request still leaves exactly one usage event (nothing reserved, nothing charged). Before the fix, the relay tried to finish a plan
-    that was never reserved, which raised over the real error and lost the event."""
+    request still leaves exactly one usage event (nothing reserved, nothing charged).
+    Before the fix, the relay tried to finish a plan that was never reserved, which raised
+    over the real error and lost the event."""
     import httpx
 
     from billing.models import BillingRecord
