@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "gw:"
 USAGE_KEY = PREFIX + "usage"
 PENDING_KEY = PREFIX + "pending"  # request id -> "user:key:cost", charges awaiting settlement
+RECONCILE_RETRY = 1.0  # seconds between attempts to give back failed leases (doubling, to 30)
 RESERVATIONS_KEY = PREFIX + "resv"  # sorted set: request id scored by expiry time
 
 
@@ -276,6 +277,28 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
 end
 return #ids
+"""
+
+# The same release for the named reservations only: leases whose flush failed (Redis was
+# unreachable), given back as soon as Redis answers again rather than when they expire.
+_RELEASE_IDS = """
+local released = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local raw = redis.call('GET', ARGV[1] .. id)
+  if raw then
+    local undo = cjson.decode(raw)
+    for _, item in ipairs(undo.c) do
+      if redis.call('EXISTS', item[1]) == 1 then redis.call('INCRBY', item[1], item[2]) end
+    end
+    redis.call('HINCRBY', undo.u, 'held', undo.h)
+    redis.call('HINCRBY', undo.k, 'held', undo.h)
+    redis.call('DEL', ARGV[1] .. id)
+    released = released + 1
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return released
 """
 
 _SETTLED = """
@@ -584,6 +607,9 @@ class RedisCounterStore:
         self._reserve = Script(_RESERVE)
         self._sync = Script(_SYNC)
         self._release = self.sync.register_script(_RELEASE_EXPIRED)
+        self._release_ids = self.aio.register_script(_RELEASE_IDS)
+        self.orphans: set[str] = set()  # ids of leases whose flush failed, to give back
+        self.reconciler: asyncio.Task | None = None
         self._settled = self.sync.register_script(_SETTLED)
         # loaded on every (re)connect, so a NOSCRIPT retry cannot reorder a batch
         self.pipeline = _AutoPipeline(RespClient(url, scripts=(self._reserve, self._sync)), self._collect)
@@ -762,9 +788,11 @@ class RedisCounterStore:
         )
         for lease in leases:
             lease.lost = True
+            self.orphans.add(lease.lid)
             self.dirty.pop(lease, None)
             if self.leases.get(lease.key_id) is lease:
                 del self.leases[lease.key_id]
+        self._reconcile_soon()
         # requests of these leases that finished meanwhile must not reach Redis either: the
         # leases' records there may be stale, so their charges would not match them
         later = [entry for entry in self.events if entry[0].lost]
@@ -772,6 +800,29 @@ class RedisCounterStore:
             self.events = [entry for entry in self.events if not entry[0].lost]
             events = events + [payload for _, payload, _, _ in later]
         self._lost([orjson.loads(event) for event in events])  # settlement reads them back
+
+    def _reconcile_soon(self) -> None:
+        if self.orphans and (self.reconciler is None or self.reconciler.done()):
+            self.reconciler = asyncio.get_running_loop().create_task(self._reconcile())
+
+    async def _reconcile(self) -> None:
+        """Give back, once Redis answers again, what the leases whose flush failed still
+        hold there (their record is what they held at their last flush). Their finished
+        requests' usage went to the fallback queue; a request still in flight on one of
+        them no longer counts against concurrency for the rest of its run."""
+        delay = RECONCILE_RETRY
+        while self.orphans:
+            ids = list(self.orphans)
+            try:
+                await self._release_ids(keys=[RESERVATIONS_KEY], args=[PREFIX + "r:", *ids])
+            except Exception:
+                await asyncio.sleep(delay)  # still unreachable
+                delay = min(delay * 2, 30.0)
+                continue
+            self.orphans.difference_update(ids)
+            logger.warning(
+                "gave back the reservations of leases whose flush had failed", extra={"leases": len(ids)}
+            )
 
     def _lost(self, events: list[UsageEvent | dict]) -> None:
         if self.on_lost is None:
@@ -792,6 +843,8 @@ class RedisCounterStore:
         if self.sweeper is not None:
             self.sweeper.cancel()
             self.sweeper = None
+        if self.reconciler is not None and not self.reconciler.done():
+            self.reconciler.cancel()  # what it did not give back, the reaper will
         if self.events or self.dirty:
             self.pipeline.poke(soon=True)
         deadline = time.monotonic() + timeout

@@ -123,3 +123,56 @@ def test_redis_down_answers_503_then_the_gateway_recovers_without_losing_usage(
         time.sleep(0.2)
     assert logged == set(refused)
     assert set(UsageLog.objects.filter(request_id__in=refused).values_list("status_code", flat=True)) == {503}
+
+
+def test_slots_of_leases_whose_flush_failed_come_back_when_redis_answers(gateway, world, fake, redis_back):
+    """Redis stops answering (CLIENT PAUSE: the data stays) while three streams hold a key's
+    three concurrency slots: their finishing flush times out, so their lease is lost. Once
+    Redis answers again the worker gives the lease back at once; before, its slots stayed
+    taken until the reservation expired (15 minutes: every request meanwhile got 429)."""
+    import threading
+
+    world.route(world.provider(fake))
+    key = world.key(world.user("bob"), concurrency_limit=3)
+    fake.script(*[{"chunk_delay": 0.3}] * 3)  # streams of about 3 s
+
+    def stream() -> None:
+        with httpx.stream(
+            "POST",
+            f"{gateway.url}/v1/chat/completions",
+            json={**CHAT, "stream": True},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=60,
+        ) as response:
+            assert response.status_code == 200
+            for _ in response.iter_bytes():
+                pass
+
+    threads = [threading.Thread(target=stream) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.8)  # all three hold their slots
+    _client().execute_command("CLIENT", "PAUSE", 8000, "ALL")  # longer than the relay's 3 s reply timeout
+    for thread in threads:
+        thread.join(timeout=30)
+    time.sleep(8.5)  # the pause is over
+
+    def burst() -> list[int]:
+        results: list[int] = []
+
+        def one() -> None:
+            results.append(post(gateway, "/v1/chat/completions", key, CHAT).status_code)
+
+        workers = [threading.Thread(target=one) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=30)
+        return results
+
+    deadline = time.monotonic() + 10
+    statuses = burst()
+    while statuses != [200, 200, 200] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        statuses = burst()
+    assert statuses == [200, 200, 200]
