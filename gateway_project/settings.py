@@ -264,7 +264,7 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "settle-usage": {"task": "billing.settle_usage", "schedule": 1.0},
     "check-providers": {"task": "providers.check_providers", "schedule": 60.0},
-    "release-expired-reservations": {"task": "quotas.release_expired", "schedule": 30.0},
+    "release-expired-reservations": {"task": "quotas.release_expired", "schedule": 10.0},
     "purge-usage-logs": {"task": "billing.purge_usage_logs", "schedule": 3600.0},
     "purge-responses": {"task": "conversations.purge_responses", "schedule": 3600.0},
 }

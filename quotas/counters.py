@@ -33,6 +33,7 @@ import functools
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import orjson
@@ -47,6 +48,12 @@ logger = logging.getLogger(__name__)
 PREFIX = "gw:"
 USAGE_KEY = PREFIX + "usage"
 PENDING_KEY = PREFIX + "pending"  # request id -> "user:key:cost", charges awaiting settlement
+# Each worker's heartbeat: a key refreshed every WORKER_BEAT seconds that expires after
+# WORKER_TTL; its leases name it, and the reaper frees the leases of a worker whose key is
+# gone (killed) instead of waiting for their RELAY_RESERVATION_TTL.
+WORKER_PREFIX = PREFIX + "w:"
+WORKER_TTL = 10
+WORKER_BEAT = 2.0
 RECONCILE_RETRY = 1.0  # seconds between attempts to give back failed leases (doubling, to 30)
 RESERVATIONS_KEY = PREFIX + "resv"  # sorted set: request id scored by expiry time
 
@@ -194,7 +201,7 @@ local held = string.format('%d', k * est)
 redis.call('HINCRBY', KEYS[1], 'held', held)
 redis.call('HINCRBY', KEYS[2], 'held', held)
 local back = held == '0' and '0' or '-' .. held
-redis.call('SET', KEYS[4], cjson.encode({c = undo, u = KEYS[1], k = KEYS[2], h = back}))
+redis.call('SET', KEYS[4], cjson.encode({c = undo, u = KEYS[1], k = KEYS[2], h = back, w = ARGV[a + 11]}))
 redis.call('ZADD', KEYS[3], ARGV[a + 7], ARGV[a + 8])
 return {'ok', k}
 """
@@ -263,6 +270,17 @@ return gone
 
 _RELEASE_EXPIRED = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 500)
+-- and those of workers whose heartbeat expired (killed): within seconds, not the TTL
+local released = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 1999)) do
+  local raw = redis.call('GET', ARGV[2] .. id)
+  if raw then
+    local record = cjson.decode(raw)
+    if record.w and record.w ~= '' and redis.call('EXISTS', ARGV[3] .. record.w) == 0 then
+      ids[#ids + 1] = id
+    end
+  end
+end
 for _, id in ipairs(ids) do
   local raw = redis.call('GET', ARGV[2] .. id)
   if raw then
@@ -332,7 +350,7 @@ LEASE_IDLE = 1.0  # seconds an unused lease stays open before it is given back
 SWEEP_INTERVAL = 0.25
 
 
-def _reserve_args(plan: Plan, size: int) -> tuple[list[str], list]:
+def _reserve_args(plan: Plan, size: int, worker: str = "") -> tuple[list[str], list]:
     keys = [user_key(plan.user_id), apikey_key(plan.key_id), RESERVATIONS_KEY, reservation_key(plan.rid)]
     args: list = [len(plan.checks)]
     for check in plan.checks:
@@ -349,6 +367,7 @@ def _reserve_args(plan: Plan, size: int) -> tuple[list[str], list]:
         plan.rid,
         size,
         LEASE_SPREAD,
+        worker,
     )
     return keys, args
 
@@ -398,10 +417,11 @@ class Lease:
     __slots__ = (
         "lid", "user_id", "key_id", "ukey", "kkey", "source", "settle", "granted", "avail",
         "used", "money_granted", "money", "money_used", "inflight", "single", "retired",
-        "closing", "lost", "last_used", "fresh_until",
+        "closing", "lost", "last_used", "fresh_until", "worker",
     )  # fmt: skip
 
-    def __init__(self, plan: Plan, k: int) -> None:
+    def __init__(self, plan: Plan, k: int, worker: str = "") -> None:
+        self.worker = worker  # its heartbeat key names it: the reaper frees a dead worker's leases
         self.lid = plan.rid
         self.user_id, self.key_id = plan.user_id, plan.key_id
         self.ukey, self.kkey = user_key(plan.user_id), apikey_key(plan.key_id)
@@ -453,7 +473,9 @@ class Lease:
     def record(self) -> bytes:
         """The Redis record: what the reaper takes back if this worker dies now."""
         undo = [[key, str(-granted)] for key, granted in self.granted.items() if self.settle[key] in _UNDONE]
-        return orjson.dumps({"c": undo, "u": self.ukey, "k": self.kkey, "h": str(-self.money_granted)})
+        return orjson.dumps(
+            {"c": undo, "u": self.ukey, "k": self.kkey, "h": str(-self.money_granted), "w": self.worker}
+        )
 
     def sync_args(self, expires: float) -> list:
         """This lease's part of a flush: what it gives back now (everything when it
@@ -609,6 +631,8 @@ class RedisCounterStore:
         self._release = self.sync.register_script(_RELEASE_EXPIRED)
         self._release_ids = self.aio.register_script(_RELEASE_IDS)
         self.orphans: set[str] = set()  # ids of leases whose flush failed, to give back
+        self.worker = uuid.uuid4().hex
+        self.beat: asyncio.Task | None = None
         self.reconciler: asyncio.Task | None = None
         self._settled = self.sync.register_script(_SETTLED)
         # loaded on every (re)connect, so a NOSCRIPT retry cannot reorder a batch
@@ -627,7 +651,19 @@ class RedisCounterStore:
 
     # --- requests --------------------------------------------------------------------
 
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(WORKER_BEAT)
+            try:
+                await self.aio.set(WORKER_PREFIX + self.worker, "1", ex=WORKER_TTL)
+            except Exception:  # Redis unreachable: the next beat tries again
+                logger.warning("worker heartbeat failed", exc_info=True)
+
     async def reserve(self, plan: Plan) -> Refusal | None:
+        if self.beat is None or self.beat.done():
+            # alive in Redis before any lease names this worker
+            await self.aio.set(WORKER_PREFIX + self.worker, "1", ex=WORKER_TTL)
+            self.beat = asyncio.get_running_loop().create_task(self._heartbeat())
         key_id = plan.key_id
         while True:
             lease = self.leases.get(key_id)
@@ -647,7 +683,7 @@ class RedisCounterStore:
             granting = self.granting[key_id] = asyncio.get_running_loop().create_future()
         failure = None
         try:
-            keys, args = _reserve_args(plan, self.lease_size)
+            keys, args = _reserve_args(plan, self.lease_size, self.worker)
             reply = self.pipeline.call(self._reserve, keys, args)
             try:
                 result = await asyncio.shield(reply)
@@ -680,7 +716,7 @@ class RedisCounterStore:
 
     def _granted(self, plan: Plan, result) -> Lease:
         key_id = plan.key_id
-        lease = Lease(plan, int(result[1]))
+        lease = Lease(plan, int(result[1]), self.worker)
         self.shared[key_id] = not lease.single
         if not lease.single:
             old = self.leases.get(key_id)
@@ -693,7 +729,7 @@ class RedisCounterStore:
     def _abandoned(self, plan: Plan, reply: asyncio.Future) -> None:
         if reply.cancelled() or reply.exception() is not None or _refusal(plan, reply.result()):
             return
-        lease = Lease(plan, int(reply.result()[1]))
+        lease = Lease(plan, int(reply.result()[1]), self.worker)
         self._retire(lease)  # nothing was taken from it: it closes with the next flush
 
     def finish(self, plan: Plan, *, tokens: int, cost: int, event: UsageEvent) -> None:
@@ -845,6 +881,8 @@ class RedisCounterStore:
             self.sweeper = None
         if self.reconciler is not None and not self.reconciler.done():
             self.reconciler.cancel()  # what it did not give back, the reaper will
+        if self.beat is not None:
+            self.beat.cancel()
         if self.events or self.dirty:
             self.pipeline.poke(soon=True)
         deadline = time.monotonic() + timeout
@@ -867,7 +905,9 @@ class RedisCounterStore:
         self._settled(keys=[PENDING_KEY], args=_settled_args(settlement))
 
     def release_expired(self, now: float | None = None) -> int:
-        return int(self._release(keys=[RESERVATIONS_KEY], args=[now or time.time(), PREFIX + "r:"]))
+        return int(
+            self._release(keys=[RESERVATIONS_KEY], args=[now or time.time(), PREFIX + "r:", WORKER_PREFIX])
+        )
 
     def snapshot_user(self, user_id: int) -> dict:
         raw = self.sync.hgetall(user_key(user_id))

@@ -176,3 +176,49 @@ def test_slots_of_leases_whose_flush_failed_come_back_when_redis_answers(gateway
         time.sleep(0.5)
         statuses = burst()
     assert statuses == [200, 200, 200]
+
+
+def test_a_killed_workers_slots_come_back_within_thirty_seconds(gateway, world, fake):
+    """kill -9 of a gateway process while its stream holds the key's only concurrency slot:
+    the worker's heartbeat key expires, and the reaper (Celery beat every 10 s; called here
+    as beat would) frees its leases within seconds, not after RELAY_RESERVATION_TTL
+    (15 minutes of 429s before)."""
+    import os
+    import signal
+    import sys
+
+    from quotas.counters import get_store
+    from tests.test_billing import _database_url, _free_port, _wait_http
+
+    world.route(world.provider(fake))
+    key = world.key(world.user("killed-worker"), concurrency_limit=1)
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL, "DB_POOL_MAX": "0"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    body = {"model": "gpt-4o-mini", "stream": True,
+            "messages": [{"role": "user", "content": '[[fake:{"chunk_delay": 0.5}]] go'}]}  # fmt: skip
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health")
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
+                          headers={"authorization": f"Bearer {key}"}, timeout=20) as response:  # fmt: skip
+            next(line for line in response.iter_lines() if line.startswith("data:"))
+            os.kill(server.pid, signal.SIGKILL)
+            killed = time.monotonic()
+    finally:
+        server.wait(timeout=10)
+    assert post(gateway, "/v1/chat/completions", key, CHAT).status_code == 429  # its slot is still taken
+    store = get_store()
+    answer = None
+    while time.monotonic() - killed < 30:
+        store.release_expired()
+        answer = post(gateway, "/v1/chat/completions", key, CHAT)
+        if answer.status_code == 200:
+            break
+        time.sleep(2)
+    assert answer is not None and answer.status_code == 200, answer.text
+    assert time.monotonic() - killed < 30
