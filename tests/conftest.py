@@ -222,6 +222,7 @@ class World:
             "anthropic": "/v1",
             "gemini": "/v1beta",
             "azure": "",
+            "midjourney": "",
         }
         return provider_create(
             name=name or f"p-{type}-{url.rsplit(':', 1)[-1]}-{time.monotonic_ns()}",
