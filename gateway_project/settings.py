@@ -270,6 +270,7 @@ CELERY_BEAT_SCHEDULE = {
     "release-expired-reservations": {"task": "quotas.release_expired", "schedule": 30.0},
     "purge-usage-logs": {"task": "billing.purge_usage_logs", "schedule": 3600.0},
     "purge-responses": {"task": "conversations.purge_responses", "schedule": 3600.0},
+    "poll-midjourney": {"task": "jobs.poll_midjourney", "schedule": 5.0},
 }
 
 # --- management API, API docs and user dashboard --------------------------------------

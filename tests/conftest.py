@@ -95,7 +95,13 @@ def _no_in_process_jobs():
     in the tests that turn them on (interval > 0)."""
     schedule = settings.CELERY_BEAT_SCHEDULE
     saved = {
-        name: dict(schedule[name]) for name in ("check-providers", "purge-usage-logs", "purge-responses")
+        name: dict(schedule[name])
+        for name in (
+            "check-providers",
+            "purge-usage-logs",
+            "purge-responses",
+            "poll-midjourney",
+        )
     }
     for name in saved:
         schedule[name] = {**schedule[name], "schedule": 0}

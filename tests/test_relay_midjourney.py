@@ -314,3 +314,43 @@ def test_balance_too_low_is_refused_before_the_upstream(world, mj):
     assert answer.status_code == 402 and answer.json()["code"] == 9
     assert not mj.submits()
     assert User.objects.get(pk=user.pk).balance == 0
+
+
+def test_poller_finishes_tasks_and_charges_once(world, mj):
+    from jobs.polling import midjourney_tasks_poll
+
+    _provider(world, mj)
+    user = _user(world)
+    start = user.balance
+    with _client(world_gateway(world), world.key(user)) as client:
+        ok = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        mj.script({"fail": "upstream error"})
+        bad = client.post("/mj/submit/imagine", json={"prompt": "b"}).json()["result"]
+        assert midjourney_tasks_poll() == 2  # IN_PROGRESS
+        assert midjourney_tasks_poll() == 2  # SUCCESS and FAILURE
+        assert midjourney_tasks_poll() == 0  # nothing unfinished is left
+        listed = {
+            t["id"]: t for t in client.post("/mj/task/list-by-condition", json={"ids": [ok, bad]}).json()
+        }
+    assert listed[ok]["status"] == "SUCCESS" and listed[bad]["status"] == "FAILURE"
+    assert [r["path"] for r in mj.requests].count("/mj/task/list-by-condition") == 2
+    assert not [r for r in mj.requests if r["path"].endswith("/fetch")]
+    assert _ledger_matches(user, start) == IMAGINE
+
+
+def test_embedded_default_polls_in_process(world, mj, settings):
+    import time
+
+    schedule = {name: dict(entry) for name, entry in settings.CELERY_BEAT_SCHEDULE.items()}
+    schedule["poll-midjourney"]["schedule"] = 0.5
+    settings.CELERY_BEAT_SCHEDULE = schedule
+    _provider(world, mj)
+    user = _user(world)
+    with _client(world_gateway(world), world.key(user)) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+    deadline = time.monotonic() + 15
+    while MidjourneyTask.objects.get(task_id=task_id).status != "SUCCESS":
+        assert time.monotonic() < deadline, "the in-process poller did not finish the task"
+        time.sleep(0.1)
+    assert not [r for r in mj.requests if r["path"].endswith("/fetch")]
+    assert MidjourneyTask.objects.get(task_id=task_id).charged == IMAGINE
