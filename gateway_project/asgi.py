@@ -16,7 +16,7 @@ django_app = get_asgi_application()  # runs django.setup()
 from relay.app import RelayApp  # noqa: E402
 
 relay_app = RelayApp()
-RELAY_PREFIXES = ("/v1/", "/mj/")
+RELAY_PREFIXES = ("/v1/", "/mj/", "/mj-fast/", "/mj-relax/", "/mj-turbo/")
 
 
 async def application(scope, receive, send):

@@ -9,7 +9,7 @@ endpoint can give (DRF's format).
 from __future__ import annotations
 
 from relay import openapi
-from relay.protocols import anthropic, openai
+from relay.protocols import anthropic, midjourney, openai
 from relay.routes import ENDPOINTS, MODULES
 
 REF = openapi.REF
@@ -71,7 +71,7 @@ def add_relay_and_errors(result: dict, generator, request, public) -> dict:
     """drf-spectacular postprocessing hook (SPECTACULAR_SETTINGS['POSTPROCESSING_HOOKS'])."""
     components = result.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    relay_schemas = openapi.schemas(MODULES, (openai, anthropic))
+    relay_schemas = openapi.schemas(MODULES, (openai, anthropic, midjourney))
     for name, schema in {**relay_schemas, **MANAGEMENT_SCHEMAS}.items():
         schemas.setdefault(name, schema)
     components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)

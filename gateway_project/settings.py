@@ -90,6 +90,8 @@ try:
     TRUST_X_FORWARDED_FOR = get_bool("TRUST_X_FORWARDED_FOR", False)
     RELAY_DEFAULT_MAX_TOKENS = get_int("RELAY_DEFAULT_MAX_TOKENS", 4096, minimum=1)
     RELAY_RESERVATION_TTL = get_int("RELAY_RESERVATION_TTL", 900, minimum=30)
+    # seconds: a fetch of an unfinished Midjourney task older than this reads the upstream
+    MJ_POLL_INTERVAL = get_int("MJ_POLL_INTERVAL", 3, minimum=0)
     RELAY_LEASE_SIZE = get_int("RELAY_LEASE_SIZE", 256, minimum=1)
     # the Redis settle lock's expiry; its owner renews it every third of that while it works
     SETTLE_LOCK_TTL = get_int("SETTLE_LOCK_TTL", 5, minimum=2)
@@ -120,6 +122,7 @@ INSTALLED_APPS = [
     "quotas",
     "relay",
     "conversations",
+    "jobs",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "jwtauth",
@@ -267,6 +270,7 @@ CELERY_BEAT_SCHEDULE = {
     "release-expired-reservations": {"task": "quotas.release_expired", "schedule": 10.0},
     "purge-usage-logs": {"task": "billing.purge_usage_logs", "schedule": 3600.0},
     "purge-responses": {"task": "conversations.purge_responses", "schedule": 3600.0},
+    "poll-midjourney": {"task": "jobs.poll_midjourney", "schedule": 5.0},
 }
 
 # --- management API, API docs and user dashboard --------------------------------------

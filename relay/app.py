@@ -31,6 +31,7 @@ IN_PROCESS_JOBS = {
     "check-providers": "providers.tasks.check_providers",
     "purge-usage-logs": "billing.tasks.purge_usage_logs",
     "purge-responses": "conversations.tasks.purge_responses",
+    "poll-midjourney": "jobs.tasks.poll_midjourney",
 }
 JOBS_TICK = 0.5
 FIRST_RUN_DELAY = 10.0  # the first probe soon after start, not a whole interval later

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from .endpoints import Endpoint, chat_completions, completions, messages, models, reports, responses, root
+from .endpoints import (
+    Endpoint,
+    chat_completions,
+    completions,
+    messages,
+    midjourney,
+    models,
+    reports,
+    responses,
+    root,
+)
 from .errors import RelayError
 
-MODULES = (chat_completions, completions, messages, models, reports, responses, root)
+MODULES = (chat_completions, completions, messages, midjourney, models, reports, responses, root)
 
 ENDPOINTS: list[Endpoint] = [endpoint for module in MODULES for endpoint in module.ENDPOINTS]
 

@@ -95,7 +95,13 @@ def _no_in_process_jobs():
     in the tests that turn them on (interval > 0)."""
     schedule = settings.CELERY_BEAT_SCHEDULE
     saved = {
-        name: dict(schedule[name]) for name in ("check-providers", "purge-usage-logs", "purge-responses")
+        name: dict(schedule[name])
+        for name in (
+            "check-providers",
+            "purge-usage-logs",
+            "purge-responses",
+            "poll-midjourney",
+        )
     }
     for name in saved:
         schedule[name] = {**schedule[name], "schedule": 0}
@@ -222,6 +228,7 @@ class World:
             "anthropic": "/v1",
             "gemini": "/v1beta",
             "azure": "",
+            "midjourney": "",
         }
         return provider_create(
             name=name or f"p-{type}-{url.rsplit(':', 1)[-1]}-{time.monotonic_ns()}",

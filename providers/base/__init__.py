@@ -159,6 +159,7 @@ class Capability(StrEnum):
     COUNT_TOKENS = "count_tokens"  # Anthropic's message token counting, natively
     RESPONSES = "responses"  # OpenAI Responses, natively (passed through where the provider says so)
     PROBE = "probe"  # a cheap authenticated request for health checks
+    TASKS = "tasks"  # asynchronous jobs (midjourney-proxy): submit, fetch, list, parse
 
 
 class Adapter:

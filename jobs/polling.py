@@ -1,0 +1,80 @@
+"""Polling unfinished Midjourney tasks: each provider's ``list-by-condition`` in batches
+(Celery beat's ``jobs.poll_midjourney``; on the embedded default the relay's process runs
+the same function, ``relay.app.IN_PROCESS_JOBS``). Updates go through
+``services.midjourney_task_update``, so a poll racing a client's fetch never moves a task
+backwards nor charges twice; a poll that dies half-way loses nothing (the next one reads
+the same tasks again)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import timedelta
+
+import httpx
+from django.conf import settings
+from django.utils import timezone
+
+from providers import crypto
+from providers.base import Capability, Target
+from providers.models import Provider
+from providers.registry import get_adapter
+
+from . import selectors, services
+from .models import MidjourneyTask
+
+logger = logging.getLogger(__name__)
+
+BATCH = 100  # ids per list-by-condition call
+TIMEOUT = 15.0
+
+
+def _poll_provider(provider: Provider, tasks: list[MidjourneyTask]) -> int:
+    adapter = get_adapter(provider.type)
+    if not adapter.supports(Capability.TASKS):
+        return 0
+    try:
+        api_key = crypto.decrypt(provider.credentials_encrypted)
+    except crypto.CredentialError:
+        logger.warning("midjourney poll: unreadable credentials", extra={"provider": provider.pk})
+        return 0
+    target = Target(
+        base_url=provider.base_url.rstrip("/"),
+        api_key=api_key,
+        upstream_model="",
+        extra_headers=dict(provider.extra_headers or {}),
+    )
+    updated = 0
+    for start in range(0, len(tasks), BATCH):
+        batch = {t.upstream_task_id: t for t in tasks[start : start + BATCH]}
+        request = adapter.task_list_request(list(batch), target)
+        try:
+            response = httpx.request(
+                request.method, request.url, headers=request.headers, content=request.body, timeout=TIMEOUT
+            )
+            if response.status_code != 200:
+                raise ValueError(f"HTTP {response.status_code}")
+            states = adapter.task_list_parse(response.content)
+        except (httpx.HTTPError, ValueError) as exc:
+            logger.warning("midjourney poll failed", extra={"provider": provider.pk, "error": str(exc)[:300]})
+            break
+        for state in states:
+            task = batch.get(state.upstream_id)
+            if task is not None:
+                services.midjourney_task_update(task=task, upstream=state)
+                updated += 1
+    return updated
+
+
+def midjourney_tasks_poll() -> int:
+    """Read every unfinished task not read within ``MJ_POLL_INTERVAL`` from its provider;
+    returns how many were updated."""
+    stale_before = timezone.now() - timedelta(seconds=settings.MJ_POLL_INTERVAL)
+    by_provider: dict[int, list[MidjourneyTask]] = defaultdict(list)
+    for task in selectors.midjourney_tasks_unfinished():
+        if task.provider_id is not None and task.refreshed_at <= stale_before:
+            by_provider[task.provider_id].append(task)
+    updated = 0
+    for provider in Provider.objects.filter(pk__in=list(by_provider)):
+        updated += _poll_provider(provider, by_provider[provider.pk])
+    return updated

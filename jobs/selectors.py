@@ -1,0 +1,23 @@
+"""Reads of Midjourney tasks; a user only ever sees their own."""
+
+from __future__ import annotations
+
+from .models import MidjourneyTask
+
+
+def midjourney_task_get(*, user_id: int, task_id: str) -> MidjourneyTask | None:
+    return MidjourneyTask.objects.filter(user_id=user_id, task_id=task_id).first()
+
+
+def midjourney_tasks_by_ids(*, user_id: int, task_ids: list[str]) -> list[MidjourneyTask]:
+    order = {task_id: index for index, task_id in enumerate(task_ids)}
+    tasks = MidjourneyTask.objects.filter(user_id=user_id, task_id__in=list(order))
+    return sorted(tasks, key=lambda t: order[t.task_id])
+
+
+def midjourney_tasks_unfinished(*, limit: int = 500) -> list[MidjourneyTask]:
+    return list(
+        MidjourneyTask.objects.exclude(status__in=MidjourneyTask.FINAL)
+        .exclude(upstream_task_id="")
+        .order_by("refreshed_at")[:limit]
+    )

@@ -1,0 +1,539 @@
+"""/mj/*: the midjourney-proxy API (submit imagine, change, simple-change, action; fetch a
+task; list tasks by id), also under /mj-fast/mj/, /mj-relax/mj/ and /mj-turbo/mj/ (the
+mode is recorded on the task).
+
+A submit is routed like any request: the action's priced model (``mj_imagine``,
+``mj_upscale``...) gives the candidate midjourney providers; limits and the balance are
+checked in one counter-store step (the reservation is the action's price, released at
+once: a submit costs nothing); codes 1, 21 and 22 are accepted (the client is told 1),
+23 (queue full) moves on to the next provider, 24 (banned prompt) is passed back with its
+``bannedWord``. Follow-ups (change, simple-change, action) go to the provider that made
+the parent task. Clients see the gateway's own task ids, and only their own tasks.
+
+The task's price is charged once, when it reaches SUCCESS (``jobs.services``); a failed
+or cancelled task costs nothing. A fetch of an unfinished task whose data is older than
+``MJ_POLL_INTERVAL`` seconds reads the upstream first.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+
+import orjson
+from django.conf import settings
+
+from billing.pricing import token_cost
+from jobs import selectors, services
+from jobs.models import MidjourneyTask
+from providers.base import Capability
+from providers.registry import get_adapter
+
+from ..config import CONFIG, Route
+from ..db import db_async
+from ..errors import RelayError
+from ..forward import UsageRecord, _auto_disable, candidates, in_background, target_for
+from ..http import Context
+from ..limits import build_plan, refusal_error
+from ..openapi import ref
+from ..pipeline import usage_event
+from ..protocols.midjourney import BANNED_PROMPT, MIDJOURNEY, QUEUE_REJECTED, SUCCESS, answer
+from . import Doc, Endpoint
+from .common import parse_json, resolve
+
+logger = logging.getLogger("relay")
+
+MODES = {"/mj/": "", "/mj-fast/mj/": "fast", "/mj-relax/mj/": "relax", "/mj-turbo/mj/": "turbo"}
+CHANGE_ACTIONS = {"UPSCALE": "mj_upscale", "VARIATION": "mj_variation", "REROLL": "mj_reroll"}
+SIMPLE = re.compile(r"^\s*(\S+)\s+([UV])([1-4])\s*$|^\s*(\S+)\s+(R)\s*$", re.IGNORECASE)
+# customId (MJ::JOB::upsample::1::hash) -> (action, priced model)
+CUSTOM_ACTIONS = (
+    ("upsample", "UPSCALE", "mj_upscale"),
+    ("variation", "VARIATION", "mj_variation"),
+    ("reroll", "REROLL", "mj_reroll"),
+    ("outpaint", "ZOOM", "mj_zoom"),
+    ("zoom", "ZOOM", "mj_zoom"),
+    ("pan", "PAN", "mj_pan"),
+)
+
+
+def _mode(ctx: Context) -> tuple[str, str]:
+    """(mode, the path after the mode's /mj/ prefix)."""
+    for prefix, mode in MODES.items():
+        if ctx.path.startswith(prefix):
+            return mode, ctx.path[len(prefix) :]
+    raise RelayError(404, f"Unknown endpoint {ctx.method} {ctx.path}.")
+
+
+def _new_task_id() -> str:
+    return f"{time.time_ns() // 1_000_000}{secrets.randbelow(1_000_000):06d}"
+
+
+def _ms(value) -> int | None:
+    return int(value.timestamp() * 1000) if value else None
+
+
+def task_json(task: MidjourneyTask) -> dict:
+    return {
+        "id": task.task_id,
+        "action": task.action,
+        "mode": task.mode,
+        "status": task.status,
+        "progress": f"{task.progress}%",
+        "prompt": task.prompt,
+        "promptEn": task.prompt_en,
+        "description": task.description,
+        "state": task.state,
+        "submitTime": _ms(task.submitted_at),
+        "startTime": _ms(task.started_at),
+        "finishTime": _ms(task.finished_at),
+        "imageUrl": task.image_url,
+        "imageUrls": [{"url": url} for url in task.image_urls],
+        "failReason": task.fail_reason,
+        "properties": task.properties,
+        "buttons": task.buttons,
+    }
+
+
+def _text(body: dict, name: str, *, required: bool = True) -> str:
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise RelayError(400, f"'{name}' must be a non-empty string.", param=name)
+    return value
+
+
+async def _parent(ctx: Context, task_id: str) -> MidjourneyTask:
+    task = await db_async(selectors.midjourney_task_get)(user_id=ctx.key.user_id, task_id=task_id)
+    if task is None:
+        raise RelayError(404, f"Task '{task_id}' not found.", param="taskId", code="task_not_found")
+    if task.status != MidjourneyTask.Status.SUCCESS:
+        raise RelayError(400, f"Task '{task_id}' has not succeeded; only finished tasks take actions.")
+    return task
+
+
+# --------------------------------------------------------------------------- submit
+
+
+async def _plan_submit(ctx: Context, kind: str, body: dict):
+    """(action, model, prompt, upstream body, parent task) for a submit of ``kind``."""
+    if kind == "imagine":
+        prompt = _text(body, "prompt")
+        upstream = {k: body[k] for k in ("prompt", "base64Array", "state") if k in body}
+        return "IMAGINE", "mj_imagine", prompt, upstream, None
+    if kind == "change":
+        action = body.get("action")
+        if action not in CHANGE_ACTIONS:
+            raise RelayError(400, "'action' must be UPSCALE, VARIATION or REROLL.", param="action")
+        index = body.get("index")
+        if action != "REROLL" and (
+            not isinstance(index, int) or isinstance(index, bool) or not 1 <= index <= 4
+        ):
+            raise RelayError(400, "'index' must be an integer from 1 to 4.", param="index")
+        parent = await _parent(ctx, _text(body, "taskId"))
+        upstream = {"taskId": parent.upstream_task_id, "action": action}
+        if action != "REROLL":
+            upstream["index"] = index
+        if "state" in body:
+            upstream["state"] = body["state"]
+        return action, CHANGE_ACTIONS[action], parent.prompt, upstream, parent
+    if kind == "simple-change":
+        content = _text(body, "content")
+        match = SIMPLE.match(content)
+        if match is None:
+            raise RelayError(
+                400, "'content' must look like '<taskId> U1..U4', '<taskId> V1..V4' or '<taskId> R'."
+            )
+        task_id = match.group(1) or match.group(4)
+        letter = (match.group(2) or match.group(5)).upper()
+        action = {"U": "UPSCALE", "V": "VARIATION", "R": "REROLL"}[letter]
+        parent = await _parent(ctx, task_id)
+        suffix = f"{letter}{match.group(3)}" if match.group(3) else letter
+        upstream = {"content": f"{parent.upstream_task_id} {suffix}"}
+        if "state" in body:
+            upstream["state"] = body["state"]
+        return action, CHANGE_ACTIONS[action], parent.prompt, upstream, parent
+    # action
+    custom_id = _text(body, "customId")
+    parent = await _parent(ctx, _text(body, "taskId"))
+    lowered = custom_id.lower()
+    action, model = next(
+        ((a, m) for word, a, m in CUSTOM_ACTIONS if word in lowered), ("ACTION", "mj_action")
+    )
+    upstream = {"taskId": parent.upstream_task_id, "customId": custom_id}
+    if "state" in body:
+        upstream["state"] = body["state"]
+    return action, model, parent.prompt, upstream, parent
+
+
+def _submit(kind: str):
+    async def handle(ctx: Context, relay) -> None:
+        mode, _ = _mode(ctx)
+        record = UsageRecord(request_type="midjourney", endpoint=ctx.path)
+        plan = None
+        try:
+            body = parse_json(await ctx.read_body())
+            action, model, prompt, upstream, parent = await _plan_submit(ctx, kind, body)
+            record.model_requested = model
+            info, routes = await resolve(ctx, model, Capability.TASKS, what="Midjourney tasks")
+            record.price = info.price
+            if parent is not None:  # follow-ups only on the provider that made the parent
+                routes = [r for r in routes if r.provider_id == parent.provider_id]
+                if not routes:
+                    raise RelayError(
+                        503,
+                        f"The provider that made task '{parent.task_id}' no longer serves {model}.",
+                        code="no_provider",
+                    )
+            wanted = build_plan(
+                rid=ctx.request_id,
+                key=ctx.key,
+                body={"max_tokens": 1},
+                request_type="midjourney",
+                price=info.price,
+                model_max=None,
+            )
+            refusal = await relay.pipeline._reserve(wanted)
+            if refusal is not None:
+                raise refusal_error(refusal, ctx.key)
+            plan = wanted
+            price = token_cost(
+                info.price, prompt_tokens=0, completion_tokens=0, multiplier=ctx.key.multiplier
+            )
+            await _forward_submit(
+                ctx,
+                relay,
+                record,
+                kind=kind,
+                upstream=upstream,
+                routes=candidates(routes, info.strategy, ctx.request_id),
+                task_fields={
+                    "action": action,
+                    "model": model,
+                    "mode": mode,
+                    "prompt": prompt,
+                    "state": str(body.get("state") or ""),
+                    "price": price,
+                    "parent_id": parent.pk if parent is not None else None,
+                },
+            )
+        except RelayError as exc:
+            record.status_code = exc.status
+            record.error = exc.message
+            raise
+        except Exception as exc:
+            record.status_code = 500
+            record.error = f"gateway error: {type(exc).__name__}"
+            raise
+        finally:
+            event = usage_event(ctx, record)  # a submit costs nothing: SUCCESS is charged
+            if plan is None:
+                relay.usage.push(event)
+            else:
+                store = relay.store
+                finish = store.finish if store.remote else store.finish_sync
+                finish(plan, tokens=0, cost=0, event=event)
+
+    return handle
+
+
+async def _forward_submit(ctx: Context, relay, record: UsageRecord, *, kind, upstream, routes, task_fields):
+    queue_full = None
+    last_error = ""
+    for route in routes:
+        adapter = get_adapter(route.provider_type)
+        request = adapter.task_submit_request(kind, upstream, target_for(route))
+        started = time.monotonic()
+        status, payload = await relay.forwarder.fetch(request, timeout=route.timeout)
+        tried = {"provider": route.provider_id, "name": route.provider_name, "status": status or 502}
+        tried["ms"] = int((time.monotonic() - started) * 1000)
+        record.providers_tried.append(tried)
+        if status is None:
+            last_error = tried["error"] = "the provider could not be reached"
+            continue
+        if status >= 400:
+            error = adapter.classify_error(status, payload)
+            tried["error"] = last_error = error.message[:300]
+            if error.disable:
+                in_background(db_async(_auto_disable)(route.provider_id, error.message))
+            if error.retryable or error.disable:
+                continue
+            raise RelayError(status, error.message, code="upstream_rejected")
+        try:
+            result = adapter.task_submit_parse(payload)
+        except (orjson.JSONDecodeError, ValueError):
+            tried["error"] = last_error = "unreadable submit answer"
+            continue
+        if result.code == QUEUE_REJECTED:
+            tried["error"] = last_error = result.description or "queue full"
+            queue_full = result
+            continue
+        record.provider_id = route.provider_id
+        record.model_upstream = route.upstream_model
+        if result.code == BANNED_PROMPT:
+            record.error = f"banned prompt: {result.description}"[:300]
+            await ctx.respond(
+                200, answer(BANNED_PROMPT, result.description or "Banned prompt", None, result.properties)
+            )
+            return
+        if not result.accepted:  # the upstream refused the request itself: tell the client as it said
+            record.error = f"code {result.code}: {result.description}"[:300]
+            await ctx.respond(
+                200, answer(result.code, result.description or "Submit failed", None, result.properties)
+            )
+            return
+        task = await db_async(services.midjourney_task_create)(
+            task_id=_new_task_id(),
+            upstream_task_id=result.upstream_id,
+            user_id=ctx.key.user_id,
+            api_key_id=ctx.key.id,
+            provider_id=route.provider_id,
+            submit_request_id=ctx.request_id,
+            **task_fields,
+        )
+        await ctx.respond(200, answer(SUCCESS, "Submit success", task.task_id, {}))
+        return
+    if queue_full is not None:
+        record.error = "every provider's queue is full"
+        await ctx.respond(
+            200,
+            answer(QUEUE_REJECTED, queue_full.description or "Queue full, please try again later", None, {}),
+        )
+        return
+    tried = len(record.providers_tried)
+    raise RelayError(
+        502,
+        f"The upstream provider failed ({tried} attempt{'s' if tried != 1 else ''}): {last_error}",
+        code="upstream_failed",
+    )
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+async def _route_of(task: MidjourneyTask) -> Route | None:
+    info = await CONFIG.model(task.model)
+    if info is None:
+        return None
+    return next((r for r in info.routes if r.provider_id == task.provider_id), None)
+
+
+async def refresh(relay, task: MidjourneyTask) -> MidjourneyTask:
+    """The task, read again from its upstream when unfinished and older than the poll
+    interval (an unreachable upstream leaves it as it is)."""
+    if task.final or not task.upstream_task_id:
+        return task
+    if time.time() - task.refreshed_at.timestamp() < settings.MJ_POLL_INTERVAL:
+        return task
+    route = await _route_of(task)
+    if route is None:
+        return task
+    adapter = get_adapter(route.provider_type)
+    request = adapter.task_fetch_request(task.upstream_task_id, target_for(route))
+    status, payload = await relay.forwarder.fetch(request, timeout=min(route.timeout, 10))
+    if status != 200:
+        return task
+    try:
+        state = adapter.task_parse(payload)
+    except (orjson.JSONDecodeError, ValueError):
+        return task
+    return await db_async(services.midjourney_task_update)(task=task, upstream=state)
+
+
+async def fetch_task(ctx: Context, relay) -> None:
+    _, rest = _mode(ctx)
+    task_id = rest[len("task/") :].removesuffix("/fetch")
+    if not rest.endswith("/fetch") or not task_id or "/" in task_id:
+        raise RelayError(404, f"Unknown endpoint {ctx.method} {ctx.path}.")
+    task = await db_async(selectors.midjourney_task_get)(user_id=ctx.key.user_id, task_id=task_id)
+    if task is None:
+        raise RelayError(404, f"Task '{task_id}' not found.", code="task_not_found")
+    task = await refresh(relay, task)
+    await ctx.respond(200, orjson.dumps(task_json(task)))
+
+
+async def list_by_condition(ctx: Context, relay) -> None:
+    body = parse_json(await ctx.read_body())
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 500:
+        raise RelayError(400, "'ids' must be an array of at most 500 task ids.", param="ids")
+    tasks = await db_async(selectors.midjourney_tasks_by_ids)(user_id=ctx.key.user_id, task_ids=ids)
+    tasks = [await refresh(relay, task) for task in tasks]
+    await ctx.respond(200, orjson.dumps([task_json(task) for task in tasks]))
+
+
+# --------------------------------------------------------------------------- table
+
+SUBMITS = {
+    "imagine": ("MidjourneyImagine", "Imagine: a new task from a prompt"),
+    "change": ("MidjourneyChange", "Upscale, vary or reroll a finished task"),
+    "simple-change": ("MidjourneySimpleChange", "A change written as '<taskId> U1'"),
+    "action": ("MidjourneyAction", "Press a button (customId) of a finished task"),
+}
+MODE_TEXT = (
+    " Also served under /mj-fast/mj/, /mj-relax/mj/ and /mj-turbo/mj/ (the mode is recorded on the task)."
+)
+
+
+def _endpoints(prefix: str) -> list[Endpoint]:
+    documented = prefix == "/mj/"
+    out = []
+    for kind, (schema, summary) in SUBMITS.items():
+        doc = None
+        if documented:
+            doc = Doc(
+                f"mj_submit_{kind.replace('-', '_')}",
+                summary,
+                "relay: midjourney",
+                "MidjourneySubmit",
+                "code 1: submitted (result is the task id); 23: every provider's queue is full; "
+                "24: banned prompt (properties.bannedWord); other codes: the upstream refused.",
+                request=schema,
+                description="Submits a Midjourney task; its price is charged once, when it succeeds."
+                + MODE_TEXT,
+            )
+        out.append(Endpoint(f"{prefix}submit/{kind}", "POST", MIDJOURNEY, handle=_submit(kind), doc=doc))
+    out.append(
+        Endpoint(
+            f"{prefix}task/list-by-condition",
+            "POST",
+            MIDJOURNEY,
+            handle=list_by_condition,
+            doc=Doc(
+                "mj_task_list_by_condition",
+                "The caller's tasks with these ids",
+                "relay: midjourney",
+                "MidjourneyTaskList",
+                "The tasks found (ids of other users' tasks are left out).",
+                request="MidjourneyListByCondition",
+                description=MODE_TEXT.strip(),
+            )
+            if documented
+            else None,
+        )
+    )
+    out.append(
+        Endpoint(
+            f"{prefix}task/",
+            "GET",
+            MIDJOURNEY,
+            handle=fetch_task,
+            prefix=True,
+            doc=Doc(
+                "mj_task_fetch",
+                "One task",
+                "relay: midjourney",
+                "MidjourneyTask",
+                "The task (read again from the upstream when unfinished and older than the poll interval).",
+                parameters=({"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},),
+                path="/mj/task/{id}/fetch",
+                description=MODE_TEXT.strip(),
+            )
+            if documented
+            else None,
+        )
+    )
+    return out
+
+
+ENDPOINTS = [endpoint for prefix in MODES for endpoint in _endpoints(prefix)]
+
+
+# --- OpenAPI: the shapes this module answers with ------------------------------------
+
+_STATE = {"type": "string", "description": "Returned as given on the task."}
+SCHEMAS: dict[str, dict] = {
+    "MidjourneySubmit": {
+        "type": "object",
+        "required": ["code", "description", "result", "properties"],
+        "properties": {
+            "code": {"type": "integer", "example": 1},
+            "description": {"type": "string", "example": "Submit success"},
+            "result": {"type": "string", "nullable": True, "example": "1733004000000123456"},
+            "properties": {"type": "object", "additionalProperties": True},
+        },
+    },
+    "MidjourneyImagine": {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {
+            "prompt": {"type": "string", "example": "a cat in a hat --v 6"},
+            "base64Array": {"type": "array", "items": {"type": "string"}},
+            "state": _STATE,
+        },
+    },
+    "MidjourneyChange": {
+        "type": "object",
+        "required": ["taskId", "action"],
+        "properties": {
+            "taskId": {"type": "string"},
+            "action": {"type": "string", "enum": ["UPSCALE", "VARIATION", "REROLL"]},
+            "index": {"type": "integer", "minimum": 1, "maximum": 4},
+            "state": _STATE,
+        },
+    },
+    "MidjourneySimpleChange": {
+        "type": "object",
+        "required": ["content"],
+        "properties": {"content": {"type": "string", "example": "1733004000000123456 U2"}, "state": _STATE},
+    },
+    "MidjourneyAction": {
+        "type": "object",
+        "required": ["taskId", "customId"],
+        "properties": {
+            "taskId": {"type": "string"},
+            "customId": {"type": "string", "example": "MJ::JOB::upsample::2::4ea9"},
+            "state": _STATE,
+        },
+    },
+    "MidjourneyListByCondition": {
+        "type": "object",
+        "required": ["ids"],
+        "properties": {"ids": {"type": "array", "items": {"type": "string"}, "maxItems": 500}},
+    },
+    "MidjourneyTask": {
+        "type": "object",
+        "required": ["id", "action", "status", "progress"],
+        "properties": {
+            "id": {"type": "string"},
+            "action": {"type": "string", "example": "IMAGINE"},
+            "mode": {"type": "string", "enum": ["", "fast", "relax", "turbo"]},
+            "status": {
+                "type": "string",
+                "enum": ["NOT_START", "SUBMITTED", "MODAL", "IN_PROGRESS", "FAILURE", "SUCCESS", "CANCEL"],
+            },
+            "progress": {"type": "string", "example": "100%"},
+            "prompt": {"type": "string"},
+            "promptEn": {"type": "string"},
+            "description": {"type": "string"},
+            "state": {"type": "string"},
+            "submitTime": {"type": "integer", "nullable": True, "description": "ms since the epoch"},
+            "startTime": {"type": "integer", "nullable": True},
+            "finishTime": {"type": "integer", "nullable": True},
+            "imageUrl": {"type": "string"},
+            "imageUrls": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"url": {"type": "string"}}},
+            },
+            "failReason": {"type": "string"},
+            "properties": {"type": "object", "additionalProperties": True},
+            "buttons": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "customId": {"type": "string"},
+                        "label": {"type": "string"},
+                        "emoji": {"type": "string"},
+                        "style": {"type": "integer"},
+                        "type": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
+    "MidjourneyTaskList": {"type": "array", "items": ref("MidjourneyTask")},
+}

@@ -1,0 +1,314 @@
+"""Fake midjourney-proxy: a real loopback HTTP server for tests (and a standalone demo).
+
+Standalone::
+
+    python -m tests.fakes.midjourney --host 127.0.0.1 --port 9200 [--secret S]
+
+In tests::
+
+    with FakeMidjourney(secret="mj-secret") as fake:
+        fake.script({"code": 23})           # the next submit: queue full
+        ...                                 # point a midjourney provider at fake.url
+
+Endpoints
+---------
+``POST /mj/submit/{imagine,change,simple-change,action,...}`` -> ``{code, description,
+result, properties}``; ``GET /mj/task/{id}/fetch``; ``POST /mj/task/list-by-condition
+{"ids": [...]}``; ``GET /mj/task/list`` (the health probe). With a ``secret`` every request
+must carry ``mj-api-secret: <secret>`` (else 401).
+
+Submit behaviours (queued with ``script``, one per submit; without one the task is
+accepted with code 1): ``{"code": 21|22}`` accepted with that code; ``{"code": 23}`` queue
+full; ``{"code": 24, "bannedWord": "w"}`` banned prompt; ``{"code": 4}`` any other
+refusal; ``{"status": 500}`` an HTTP error; ``{"fail": "reason"}`` accepted, the task
+ends in FAILURE; ``{"steps": n}`` how many reads (fetch or list) it takes to finish
+(default 2: the first read sees IN_PROGRESS 50%, the second the final state).
+
+Tasks progress only when read, so tests are deterministic: a task is SUBMITTED until its
+first read. Finished tasks carry ``imageUrl``/``imageUrls`` and the four U/V buttons plus a
+reroll button with proxy-style ``customId``s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import threading
+import time
+from typing import Any, Self
+
+from aiohttp import web
+
+from tests.fakes.upstream import _bind, _start_runner, _url
+
+JSON = dict[str, Any]
+
+
+def _buttons(task_id: str) -> list[JSON]:
+    buttons = []
+    for kind, letter in (("upsample", "U"), ("variation", "V")):
+        for index in range(1, 5):
+            buttons.append(
+                {
+                    "customId": f"MJ::JOB::{kind}::{index}::{task_id}",
+                    "label": f"{letter}{index}",
+                    "emoji": "",
+                    "style": 2,
+                    "type": 2,
+                }
+            )
+    buttons.append(
+        {
+            "customId": f"MJ::JOB::reroll::0::{task_id}::SOLO",
+            "label": "",
+            "emoji": "🔄",
+            "style": 2,
+            "type": 2,
+        }
+    )
+    return buttons
+
+
+class FakeMidjourney:
+    def __init__(self, secret: str | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.secret = secret
+        self.host = host
+        self.port = port
+        self.lock = threading.Lock()
+        self.behaviours: list[JSON] = []
+        self.requests: list[JSON] = []
+        self.tasks: dict[str, JSON] = {}
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- control ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return _url(self.host, self.port)
+
+    def script(self, *behaviours: JSON) -> None:
+        with self.lock:
+            self.behaviours.extend(behaviours)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.behaviours.clear()
+            self.requests.clear()
+            self.tasks.clear()
+
+    def submits(self) -> list[JSON]:
+        return [r for r in self.requests if r["path"].startswith("/mj/submit/")]
+
+    # --- the API ------------------------------------------------------------------------
+
+    def _public(self, task: JSON) -> JSON:
+        return {k: v for k, v in task.items() if not k.startswith("_")}
+
+    def _advance(self, task: JSON) -> None:
+        if task["status"] in ("SUCCESS", "FAILURE"):
+            return
+        task["_reads"] += 1
+        now = int(time.time() * 1000)
+        if task["_reads"] < task["_steps"]:
+            task.update(
+                status="IN_PROGRESS", progress=f"{100 * task['_reads'] // task['_steps']}%", startTime=now
+            )
+            return
+        task["finishTime"] = now
+        task["startTime"] = task["startTime"] or now
+        if task["_fail"]:
+            task.update(status="FAILURE", progress="0%", failReason=task["_fail"])
+            return
+        url = f"{self.url}/images/{task['id']}.png"
+        task.update(
+            status="SUCCESS",
+            progress="100%",
+            imageUrl=url,
+            imageUrls=[{"url": f"{self.url}/images/{task['id']}-{i}.png"} for i in range(1, 5)],
+            buttons=_buttons(task["id"]) if task["action"] in ("IMAGINE", "VARIATION", "REROLL") else [],
+        )
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body: Any = None
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+        with self.lock:
+            self.requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "headers": dict(request.headers),
+                    "json": body,
+                }
+            )
+        if self.secret is not None and request.headers.get("mj-api-secret") != self.secret:
+            return web.json_response({"code": 401, "description": "bad mj-api-secret"}, status=401)
+        path = request.path
+        if path.startswith("/mj/submit/") and request.method == "POST":
+            return self._submit(path.rsplit("/", 1)[-1], body if isinstance(body, dict) else {})
+        if path == "/mj/task/list-by-condition" and request.method == "POST":
+            ids = (body or {}).get("ids") or []
+            out = []
+            with self.lock:
+                for task_id in ids:
+                    task = self.tasks.get(task_id)
+                    if task is not None:
+                        self._advance(task)
+                        out.append(self._public(task))
+            return web.json_response(out)
+        if path == "/mj/task/list":
+            with self.lock:
+                return web.json_response([self._public(t) for t in self.tasks.values()])
+        if path.startswith("/mj/task/") and path.endswith("/fetch"):
+            task_id = path[len("/mj/task/") : -len("/fetch")]
+            with self.lock:
+                task = self.tasks.get(task_id)
+                if task is None:
+                    return web.json_response(None)
+                self._advance(task)
+                return web.json_response(self._public(task))
+        return web.json_response({"code": 404, "description": "not found"}, status=404)
+
+    def _submit(self, kind: str, body: JSON) -> web.Response:
+        with self.lock:
+            behaviour = self.behaviours.pop(0) if self.behaviours else {}
+            if "status" in behaviour:
+                return web.json_response({"error": "fake failure"}, status=behaviour["status"])
+            code = behaviour.get("code", 1)
+            if code == 24:
+                word = behaviour.get("bannedWord", "banned")
+                return web.json_response(
+                    {
+                        "code": 24,
+                        "description": "可能包含敏感词",
+                        "result": None,
+                        "properties": {"bannedWord": word},
+                    }
+                )
+            if code not in (1, 21, 22):
+                text = "队列已满，请稍后尝试" if code == 23 else "refused"
+                return web.json_response(
+                    {"code": code, "description": text, "result": None, "properties": {}}
+                )
+            action = {"imagine": "IMAGINE"}.get(kind, "")
+            parent = body.get("taskId")
+            if kind == "change":
+                action = body.get("action", "")
+            elif kind == "simple-change":
+                parent, _, rest = str(body.get("content", "")).partition(" ")
+                action = {"U": "UPSCALE", "V": "VARIATION", "R": "REROLL"}.get(rest[:1].upper(), "")
+            elif kind == "action":
+                custom = str(body.get("customId", ""))
+                action = next(
+                    (
+                        a
+                        for w, a in (
+                            ("upsample", "UPSCALE"),
+                            ("variation", "VARIATION"),
+                            ("reroll", "REROLL"),
+                        )
+                        if w in custom
+                    ),
+                    "ACTION",
+                )
+            if parent is not None and parent not in self.tasks:
+                return web.json_response(
+                    {"code": 3, "description": "关联任务不存在", "result": None, "properties": {}}
+                )
+            task_id = f"{int(time.time() * 1000)}{next(self._ids):04d}"
+            self.tasks[task_id] = {
+                "id": task_id,
+                "action": action,
+                "status": "SUBMITTED",
+                "progress": "0%",
+                "prompt": body.get("prompt") or (self.tasks[parent]["prompt"] if parent else ""),
+                "promptEn": body.get("prompt") or "",
+                "description": f"/{kind}",
+                "state": body.get("state") or "",
+                "submitTime": int(time.time() * 1000),
+                "startTime": None,
+                "finishTime": None,
+                "imageUrl": None,
+                "imageUrls": [],
+                "failReason": None,
+                "properties": {},
+                "buttons": [],
+                "_reads": 0,
+                "_steps": int(behaviour.get("steps", 2)),
+                "_fail": behaviour.get("fail"),
+                "_parent": parent,
+            }
+            return web.json_response(
+                {
+                    "code": code,
+                    "description": "提交成功" if code == 1 else "排队中",
+                    "result": task_id,
+                    "properties": {},
+                }
+            )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    def start(self) -> Self:
+        sock = _bind(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            runner = loop.run_until_complete(_start_runner(self.build_app(), sock, access_log=False))
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(runner.cleanup())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-midjourney", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake midjourney-proxy failed to start")
+        self._loop = loop
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9200)
+    parser.add_argument("--secret", default=None)
+    args = parser.parse_args()
+    fake = FakeMidjourney(args.secret, host=args.host, port=args.port).start()
+    print(f"fake midjourney-proxy on {fake.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()

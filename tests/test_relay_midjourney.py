@@ -1,0 +1,356 @@
+"""The /mj relay against real loopback midjourney-proxy fakes: submit, progress by fetch,
+one charge on SUCCESS (ledger == balance), nothing on FAILURE, queue-full failover,
+banned prompts, follow-ups on the parent's provider, isolation, modes, error shapes."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from django.db.models import Sum
+
+from accounts.models import PriceGroup, User
+from billing.models import BillingRecord, UsageLog
+from core.money import to_nanos
+from jobs.models import MidjourneyTask
+from tests import factories
+from tests.fakes.midjourney import FakeMidjourney
+
+SECRET = "mj-upstream-secret"
+IMAGINE = to_nanos("0.1")
+UPSCALE = to_nanos("0.05")
+
+
+@pytest.fixture(scope="module")
+def _mj_a():
+    with FakeMidjourney(secret=SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def _mj_b():
+    with FakeMidjourney(secret=SECRET) as fake:
+        yield fake
+
+
+@pytest.fixture
+def mj(_mj_a, settings):
+    settings.MJ_POLL_INTERVAL = 0  # every fetch of an unfinished task reads the upstream
+    _mj_a.reset()
+    yield _mj_a
+    _mj_a.reset()
+
+
+@pytest.fixture
+def mj_b(_mj_b):
+    _mj_b.reset()
+    yield _mj_b
+    _mj_b.reset()
+
+
+def _price(slug: str, amount: int) -> None:
+    model = factories.ModelFactory(slug=slug)
+    if not model.prices.exists():
+        factories.PriceFactory(
+            model=model, input_per_1m=0, output_per_1m=0, cached_input_per_1m=0, per_request=amount
+        )
+
+
+def _provider(world, fake, *, priority=0):
+    from providers.models import ProviderModel
+
+    provider = world.provider(fake.url, type="midjourney", api_key=SECRET, priority=priority)
+    for slug, amount in (("mj_imagine", IMAGINE), ("mj_upscale", UPSCALE), ("mj_variation", IMAGINE)):
+        _price(slug, amount)
+        ProviderModel.objects.create(provider=provider, model=factories.ModelFactory(slug=slug))
+    return provider
+
+
+def _client(gateway, key, header="bearer"):
+    headers = {
+        "bearer": {"Authorization": f"Bearer {key}"},
+        "x-api-key": {"x-api-key": key},
+        "mj-api-secret": {"mj-api-secret": key},
+    }[header]
+    return httpx.Client(base_url=gateway.url, headers=headers, timeout=10)
+
+
+def _user(world, name="alice", balance="10"):
+    return world.user(name, balance=to_nanos(balance))
+
+
+def _ledger_matches(user, start: int) -> int:
+    user.refresh_from_db()
+    total = BillingRecord.objects.filter(user=user).aggregate(s=Sum("amount"))["s"] or 0
+    assert user.balance - start == total
+    return start - user.balance
+
+
+def _until_final(client, task_id, prefix="/mj", reads=10):
+    for _ in range(reads):
+        task = client.get(f"{prefix}/task/{task_id}/fetch").json()
+        if task["status"] in ("SUCCESS", "FAILURE", "CANCEL"):
+            return task
+    raise AssertionError(f"task {task_id} did not finish: {task}")
+
+
+def test_imagine_progress_success_charged_once_then_upscale_on_same_provider(world, mj, mj_b):
+    _provider(world, mj, priority=10)
+    _provider(world, mj_b, priority=0)
+    user = _user(world)
+    start = user.balance
+    with _client(world_gateway(world), world.key(user)) as client:
+        submitted = client.post("/mj/submit/imagine", json={"prompt": "a cat", "state": "s1"}).json()
+        assert submitted["code"] == 1 and submitted["result"]
+        task_id = submitted["result"]
+        first = client.get(f"/mj/task/{task_id}/fetch").json()
+        assert first["status"] == "IN_PROGRESS" and first["progress"] == "50%" and first["state"] == "s1"
+        done = _until_final(client, task_id)
+        assert done["status"] == "SUCCESS" and done["progress"] == "100%"
+        assert done["imageUrl"] and len(done["imageUrls"]) == 4 and done["buttons"]
+        assert done["id"] == task_id and done["action"] == "IMAGINE" and done["prompt"] == "a cat"
+        for _ in range(3):  # fetching again charges nothing more
+            client.get(f"/mj/task/{task_id}/fetch")
+        upscale_button = next(b for b in done["buttons"] if b["label"] == "U2")
+        follow = client.post(
+            "/mj/submit/action", json={"taskId": task_id, "customId": upscale_button["customId"]}
+        )
+        assert follow.json()["code"] == 1
+        upscaled = _until_final(client, follow.json()["result"])
+        assert upscaled["status"] == "SUCCESS" and upscaled["action"] == "UPSCALE"
+    assert len(mj.submits()) == 2 and not mj_b.submits()  # the follow-up went to the parent's provider
+    assert mj.submits()[0]["headers"]["mj-api-secret"] == SECRET
+    assert mj.submits()[1]["json"]["taskId"] == MidjourneyTask.objects.get(task_id=task_id).upstream_task_id
+    assert _ledger_matches(user, start) == IMAGINE + UPSCALE
+    assert BillingRecord.objects.filter(user=user).count() == 2
+    task = MidjourneyTask.objects.get(task_id=task_id)
+    assert task.charged == IMAGINE and task.provider.base_url == mj.url
+    submits = UsageLog.objects.filter(user=user, request_type="midjourney", cost=0)
+    _eventually(lambda: submits.count() == 2)  # one usage log per submit, free
+
+
+def _eventually(check, timeout=5.0):
+    import time
+
+    from tests.conftest import settle_usage
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        settle_usage()
+        time.sleep(0.05)
+
+
+def world_gateway(world):
+    from gateway_project.asgi import relay_app  # noqa: F401  (the server is the session's)
+
+    return _GATEWAY["server"]
+
+
+_GATEWAY: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _remember_gateway(gateway):
+    _GATEWAY["server"] = gateway
+    yield
+
+
+def test_failure_not_charged(world, mj):
+    _provider(world, mj)
+    user = _user(world)
+    start = user.balance
+    mj.script({"fail": "Banned by moderation"})
+    with _client(world_gateway(world), world.key(user)) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "x"}).json()["result"]
+        done = _until_final(client, task_id)
+    assert done["status"] == "FAILURE" and done["failReason"] == "Banned by moderation"
+    assert _ledger_matches(user, start) == 0
+    assert not BillingRecord.objects.filter(user=user).exists()
+
+
+def test_queue_full_fails_over_and_codes_21_22_answer_1(world, mj, mj_b):
+    _provider(world, mj, priority=10)
+    _provider(world, mj_b, priority=0)
+    user = _user(world)
+    mj.script({"code": 23}, {"code": 22})
+    with _client(world_gateway(world), world.key(user), header="x-api-key") as client:
+        first = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()
+        assert first["code"] == 1
+        second = client.post("/mj/submit/imagine", json={"prompt": "b"}).json()
+        assert second["code"] == 1
+    assert len(mj_b.submits()) == 1  # the first went on to b after a's queue was full
+    assert MidjourneyTask.objects.get(task_id=first["result"]).provider.base_url == mj_b.url
+    assert MidjourneyTask.objects.get(task_id=second["result"]).provider.base_url == mj.url
+
+
+def test_queue_full_everywhere_is_code_23(world, mj):
+    _provider(world, mj)
+    mj.script({"code": 23}, {"code": 23}, {"code": 23})
+    with _client(world_gateway(world), world.key(_user(world))) as client:
+        answer = client.post("/mj/submit/imagine", json={"prompt": "a"})
+    assert answer.status_code == 200 and answer.json()["code"] == 23 and answer.json()["result"] is None
+    assert not MidjourneyTask.objects.exists()
+
+
+def test_banned_word_passed_back_and_nothing_charged(world, mj):
+    _provider(world, mj)
+    user = _user(world)
+    start = user.balance
+    mj.script({"code": 24, "bannedWord": "gore"})
+    with _client(world_gateway(world), world.key(user), header="mj-api-secret") as client:
+        answer = client.post("/mj/submit/imagine", json={"prompt": "gore"}).json()
+    assert answer["code"] == 24 and answer["properties"]["bannedWord"] == "gore" and answer["result"] is None
+    assert not MidjourneyTask.objects.exists()
+    assert _ledger_matches(user, start) == 0
+
+
+def test_change_and_simple_change_follow_the_parent(world, mj, mj_b):
+    _provider(world, mj, priority=0)
+    user = _user(world)
+    with _client(world_gateway(world), world.key(user)) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        _until_final(client, task_id)
+        _provider(world, mj_b, priority=10)  # a better provider now: follow-ups still go to a
+        change = client.post("/mj/submit/change", json={"taskId": task_id, "action": "VARIATION", "index": 3})
+        assert change.json()["code"] == 1
+        simple = client.post("/mj/submit/simple-change", json={"content": f"{task_id} U1"})
+        assert simple.json()["code"] == 1
+        assert _until_final(client, simple.json()["result"])["action"] == "UPSCALE"
+    upstream_id = MidjourneyTask.objects.get(task_id=task_id).upstream_task_id
+    assert [s["path"] for s in mj.submits()] == [
+        "/mj/submit/imagine",
+        "/mj/submit/change",
+        "/mj/submit/simple-change",
+    ]
+    assert mj.submits()[1]["json"] == {"taskId": upstream_id, "action": "VARIATION", "index": 3}
+    assert mj.submits()[2]["json"] == {"content": f"{upstream_id} U1"}
+    assert not mj_b.submits()
+
+
+def test_other_users_tasks_are_not_found(world, mj):
+    _provider(world, mj)
+    alice, bob = _user(world, "alice"), _user(world, "bob")
+    gateway = world_gateway(world)
+    with _client(gateway, world.key(alice)) as a, _client(gateway, world.key(bob)) as b:
+        task_id = a.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        mine = a.post("/mj/task/list-by-condition", json={"ids": [task_id, "nope"]}).json()
+        assert [t["id"] for t in mine] == [task_id]
+        assert b.post("/mj/task/list-by-condition", json={"ids": [task_id]}).json() == []
+        missing = b.get(f"/mj/task/{task_id}/fetch")
+        assert missing.status_code == 404 and missing.json()["code"] == 3 and missing.json()["result"] is None
+        follow = b.post("/mj/submit/change", json={"taskId": task_id, "action": "UPSCALE", "index": 1})
+        assert follow.status_code == 404 and follow.json()["code"] == 3
+
+
+@pytest.mark.parametrize(
+    "prefix,mode", [("/mj-fast/mj", "fast"), ("/mj-relax/mj", "relax"), ("/mj-turbo/mj", "turbo")]
+)
+def test_mode_prefixes(world, mj, prefix, mode):
+    _provider(world, mj)
+    with _client(world_gateway(world), world.key(_user(world))) as client:
+        task_id = client.post(f"{prefix}/submit/imagine", json={"prompt": "a"}).json()["result"]
+        task = _until_final(client, task_id, prefix=prefix)
+        assert task["mode"] == mode
+        assert (
+            client.post(f"{prefix}/task/list-by-condition", json={"ids": [task_id]}).json()[0]["mode"] == mode
+        )
+    assert MidjourneyTask.objects.get(task_id=task_id).mode == mode
+
+
+def test_group_multiplier_applies(world, mj):
+    _provider(world, mj)
+    group = PriceGroup.objects.create(name="vip", multiplier="1.5")
+    user = world.user("carol", balance=to_nanos("10"), group=group)
+    start = user.balance
+    with _client(world_gateway(world), world.key(user)) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        assert _until_final(client, task_id)["status"] == "SUCCESS"
+    assert _ledger_matches(user, start) == IMAGINE * 3 // 2
+
+
+def test_errors_in_midjourney_shape(world, mj):
+    _provider(world, mj)
+    user = _user(world)
+    gateway = world_gateway(world)
+    with _client(gateway, world.key(user)) as client:
+        cases = [
+            (client.post("/mj/submit/imagine", json={}), 400, 4),
+            (client.post("/mj/submit/imagine", content=b"{oops"), 400, 4),
+            (client.post("/mj/submit/change", json={"taskId": "x", "action": "SHRINK"}), 400, 4),
+            (client.post("/mj/submit/simple-change", json={"content": "garbage"}), 400, 4),
+            (client.get("/mj/task/unknown/fetch"), 404, 3),
+            (
+                client.post(
+                    "/mj/submit/action", json={"taskId": "unknown", "customId": "MJ::JOB::upsample::1"}
+                ),
+                404,
+                3,
+            ),
+            (client.post("/mj/task/list-by-condition", json={"ids": "x"}), 400, 4),
+            (client.get("/mj/submit/imagine"), 405, 9),
+        ]
+    with httpx.Client(base_url=gateway.url, timeout=10) as anonymous:
+        cases.append((anonymous.post("/mj/submit/imagine", json={"prompt": "a"}), 401, 9))
+        cases.append(
+            (
+                anonymous.post("/mj/submit/imagine", json={"prompt": "a"}, headers={"mj-api-secret": "bad"}),
+                401,
+                9,
+            )
+        )
+    for response, status, code in cases:
+        body = response.json()
+        assert response.status_code == status, (response.request.url, body)
+        assert body["code"] == code and body["result"] is None and isinstance(body["description"], str)
+        assert isinstance(body["properties"], dict)
+    assert not mj.submits()
+
+
+def test_balance_too_low_is_refused_before_the_upstream(world, mj):
+    _provider(world, mj)
+    user = _user(world, balance="0")
+    with _client(world_gateway(world), world.key(user)) as client:
+        answer = client.post("/mj/submit/imagine", json={"prompt": "a"})
+    assert answer.status_code == 402 and answer.json()["code"] == 9
+    assert not mj.submits()
+    assert User.objects.get(pk=user.pk).balance == 0
+
+
+def test_poller_finishes_tasks_and_charges_once(world, mj):
+    from jobs.polling import midjourney_tasks_poll
+
+    _provider(world, mj)
+    user = _user(world)
+    start = user.balance
+    with _client(world_gateway(world), world.key(user)) as client:
+        ok = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        mj.script({"fail": "upstream error"})
+        bad = client.post("/mj/submit/imagine", json={"prompt": "b"}).json()["result"]
+        assert midjourney_tasks_poll() == 2  # IN_PROGRESS
+        assert midjourney_tasks_poll() == 2  # SUCCESS and FAILURE
+        assert midjourney_tasks_poll() == 0  # nothing unfinished is left
+        listed = {
+            t["id"]: t for t in client.post("/mj/task/list-by-condition", json={"ids": [ok, bad]}).json()
+        }
+    assert listed[ok]["status"] == "SUCCESS" and listed[bad]["status"] == "FAILURE"
+    assert [r["path"] for r in mj.requests].count("/mj/task/list-by-condition") == 2
+    assert not [r for r in mj.requests if r["path"].endswith("/fetch")]
+    assert _ledger_matches(user, start) == IMAGINE
+
+
+def test_embedded_default_polls_in_process(world, mj, settings):
+    import time
+
+    schedule = {name: dict(entry) for name, entry in settings.CELERY_BEAT_SCHEDULE.items()}
+    schedule["poll-midjourney"]["schedule"] = 0.5
+    settings.CELERY_BEAT_SCHEDULE = schedule
+    _provider(world, mj)
+    user = _user(world)
+    with _client(world_gateway(world), world.key(user)) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+    deadline = time.monotonic() + 15
+    while MidjourneyTask.objects.get(task_id=task_id).status != "SUCCESS":
+        assert time.monotonic() < deadline, "the in-process poller did not finish the task"
+        time.sleep(0.1)
+    assert not [r for r in mj.requests if r["path"].endswith("/fetch")]
+    assert MidjourneyTask.objects.get(task_id=task_id).charged == IMAGINE
