@@ -66,6 +66,8 @@ class Pipeline:
                 # streams watch for the client leaving, to cancel the upstream at once
                 task = asyncio.ensure_future(self.forwarder.forward(ctx, call, routes, record))
                 await self._until_done_or_gone(ctx, task, record)
+            elif call.run is not None:
+                await call.run(self.forwarder, ctx, routes, record)
             else:
                 await self.forwarder.forward(ctx, call, routes, record)
         except RelayError as exc:
