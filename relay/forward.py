@@ -51,6 +51,7 @@ class UsageRecord:
     client_disconnected: bool = False
     price: Price | None = None
     cut_upstream: bool = False  # the gateway ended the upstream stream itself
+    charge_on_failure: bool = False  # a failure after upstream calls that were answered (and billed)
 
 
 @dataclass(slots=True)

@@ -147,7 +147,8 @@ def usage_event(ctx: Context, record: UsageRecord) -> UsageEvent:
     price = record.price
     cost = 0
     # a failed call costs nothing; a cut or abandoned stream costs what was produced
-    if key is not None and produced and (record.status_code < 400 or record.usage_estimated):
+    billable = record.status_code < 400 or record.usage_estimated or record.charge_on_failure
+    if key is not None and produced and billable:
         cost = token_cost(
             price,
             prompt_tokens=usage.prompt_tokens,

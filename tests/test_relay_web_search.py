@@ -216,3 +216,17 @@ def test_web_search_false_is_dropped_and_the_request_is_plain(client, fake):
     )
     assert completion.choices[0].message.content
     assert "web_search" not in fake.requests[0]["json"] and "tools" not in fake.requests[0]["json"]
+
+
+def test_a_failing_later_round_still_bills_the_rounds_the_provider_answered(client, fake, searxng):
+    """Round one is answered (and billed by the provider), round two fails: the client gets
+    the failure, and the usage log charges round one's tokens, not nothing."""
+    fake.script(SEARCH, {"status": 400})
+    with pytest.raises(openai.BadRequestError) as failure:
+        ask(client)
+    rid = failure.value.response.headers["x-request-id"]
+    first = fake.requests[0]["usage"]
+    log = wait_usage(rid)
+    assert log.status_code == 400
+    assert (log.prompt_tokens, log.completion_tokens) == (first["prompt_tokens"], first["completion_tokens"])
+    assert log.cost > 0

@@ -266,7 +266,13 @@ async def run(
         round_record = UsageRecord(
             request_type=record.request_type, endpoint=record.endpoint, price=record.price
         )
-        payload = await forwarder.forward(ctx, call, routes, round_record, respond=False)
+        try:
+            payload = await forwarder.forward(ctx, call, routes, round_record, respond=False)
+        except BaseException:
+            # the rounds before this one were answered and the provider bills them: so do we
+            record.providers_tried.extend(round_record.providers_tried)
+            record.charge_on_failure = bool(total.prompt_tokens or total.completion_tokens)
+            raise
         _merge(record, round_record, total)
         data = orjson.loads(payload)
         choices = data.get("choices") or [{}]
