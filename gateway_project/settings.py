@@ -101,6 +101,20 @@ try:
     # stored Responses (/v1/responses with store: true) are deleted after this; 0 keeps them
     RESPONSES_RETENTION_DAYS = get_int("RESPONSES_RETENTION_DAYS", 30, minimum=0)
     ALLOW_REGISTRATION = get_bool("ALLOW_REGISTRATION", True)
+    # outbound fetches made for others (core/outbound.py): exceptions to the public-address
+    # rule as host:port entries, and the caps of one fetch
+    OUTBOUND_ALLOWED_HOSTS = get_list("OUTBOUND_ALLOWED_HOSTS")
+    OUTBOUND_MAX_BYTES = get_int("OUTBOUND_MAX_BYTES", 2 * 1024 * 1024, minimum=1024)
+    OUTBOUND_TIMEOUT = get_int("OUTBOUND_TIMEOUT", 10, minimum=1)
+    OUTBOUND_MAX_REDIRECTS = get_int("OUTBOUND_MAX_REDIRECTS", 5, minimum=0)
+    # web search run by the gateway ("web_search": true; relay/tools/web_search.py)
+    WEB_SEARCH_BACKEND = get_choice("WEB_SEARCH_BACKEND", "searxng", ("searxng",))
+    WEB_SEARCH_URL = get_str("WEB_SEARCH_URL", "")
+    WEB_SEARCH_MAX_RESULTS = get_int("WEB_SEARCH_MAX_RESULTS", 5, minimum=1)
+    WEB_SEARCH_MAX_CHARS = get_int("WEB_SEARCH_MAX_CHARS", 4000, minimum=100)
+    WEB_SEARCH_MAX_ROUNDS = get_int("WEB_SEARCH_MAX_ROUNDS", 5, minimum=1)
+    WEB_SEARCH_TIMEOUT = get_int("WEB_SEARCH_TIMEOUT", 10, minimum=1)
+    WEB_SEARCH_CRAWL = get_bool("WEB_SEARCH_CRAWL", True)
     BILLING_CURRENCY = get_str("BILLING_CURRENCY", "USD")
 except ConfigError as exc:
     raise SystemExit(f"configuration error: {exc}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -51,6 +51,7 @@ class UsageRecord:
     client_disconnected: bool = False
     price: Price | None = None
     cut_upstream: bool = False  # the gateway ended the upstream stream itself
+    charge_on_failure: bool = False  # a failure after upstream calls that were answered (and billed)
 
 
 @dataclass(slots=True)
@@ -70,6 +71,9 @@ class Call:
     # what this request needs that an adapter cannot honour: (param, reason) or None
     unsupported: Callable[[Adapter], tuple[str, str] | None] | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (JSON and streams)
+    # a request answered by several upstream calls (the gateway's web-search loop): runs
+    # instead of one forward, with the forwarder, and fills the record with their sum
+    run: Callable[[Forwarder, Context, list[Route], UsageRecord], Awaitable[None]] | None = None
 
 
 def target_for(route: Route) -> Target:
@@ -153,7 +157,12 @@ class Forwarder:
         except RETRYABLE_EXCEPTIONS:
             return None, b""
 
-    async def forward(self, ctx: Context, call: Call, routes: list[Route], record: UsageRecord) -> None:
+    async def forward(
+        self, ctx: Context, call: Call, routes: list[Route], record: UsageRecord, *, respond: bool = True
+    ) -> bytes | None:
+        """Answer the client from the first candidate that answers; with ``respond=False`` a
+        JSON answer is returned in the client's protocol instead of sent (a round of a
+        gateway-run loop)."""
         last: UpstreamError | None = None
         refused: tuple[str, str] | None = None
         for route in routes:
@@ -215,12 +224,13 @@ class Forwarder:
                 else:
                     record.model_billed = call.model
                 self._tried(record, route, response.status, "", started)
+                body = None
                 if call.stream:
                     await self._stream(ctx, call, adapter, response, record, started)
                 else:
-                    await self._json(ctx, call, adapter, response, record)
+                    body = await self._json(ctx, call, adapter, response, record, respond=respond)
                 ROUTER.record_success(route.provider_id, (time.monotonic() - started) * 1000)
-                return
+                return body
             finally:
                 state.in_flight -= 1
                 if call.stream and (record.error or record.client_disconnected or record.cut_upstream):
@@ -253,7 +263,16 @@ class Forwarder:
             }
         )
 
-    async def _json(self, ctx: Context, call: Call, adapter: Adapter, response, record: UsageRecord) -> None:
+    async def _json(
+        self,
+        ctx: Context,
+        call: Call,
+        adapter: Adapter,
+        response,
+        record: UsageRecord,
+        *,
+        respond: bool = True,
+    ) -> bytes:
         payload = await response.read()
         record.ttft_ms = int((time.monotonic() - ctx.started) * 1000)
         try:
@@ -265,7 +284,9 @@ class Forwarder:
             completion = tokens.count_text(answer_text(body)) if record.request_type != "embedding" else 0
             record.usage = Usage(prompt_tokens=call.count_prompt(), completion_tokens=completion)
             record.usage_estimated = True
-        await ctx.respond(200, body, headers=call.headers)
+        if respond:
+            await ctx.respond(200, body, headers=call.headers)
+        return body
 
     async def _stream(
         self, ctx: Context, call: Call, adapter: Adapter, response, record: UsageRecord, started

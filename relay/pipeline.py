@@ -66,6 +66,8 @@ class Pipeline:
                 # streams watch for the client leaving, to cancel the upstream at once
                 task = asyncio.ensure_future(self.forwarder.forward(ctx, call, routes, record))
                 await self._until_done_or_gone(ctx, task, record)
+            elif call.run is not None:
+                await call.run(self.forwarder, ctx, routes, record)
             else:
                 await self.forwarder.forward(ctx, call, routes, record)
         except RelayError as exc:
@@ -145,7 +147,8 @@ def usage_event(ctx: Context, record: UsageRecord) -> UsageEvent:
     price = record.price
     cost = 0
     # a failed call costs nothing; a cut or abandoned stream costs what was produced
-    if key is not None and produced and (record.status_code < 400 or record.usage_estimated):
+    billable = record.status_code < 400 or record.usage_estimated or record.charge_on_failure
+    if key is not None and produced and billable:
         cost = token_cost(
             price,
             prompt_tokens=usage.prompt_tokens,

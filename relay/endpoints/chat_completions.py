@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import orjson
 
 from providers.base import Adapter, Capability, Usage
+from providers.search import configured_backend
 
 from .. import tokens
 from ..config import Route
+from ..errors import RelayError
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
 from ..openapi import OPEN, ref
 from ..protocols.openai import OPENAI, check_chat, include_usage
+from ..tools import web_search
 from . import Doc, Endpoint
 from .common import parse_json, require_model, resolve, stream_flag
 
@@ -32,12 +37,40 @@ def unsupported_for(body: dict):
     return check
 
 
+def web_search_flag(body: dict) -> bool:
+    """The non-standard ``web_search`` field: read and removed, never forwarded upstream."""
+    value = body.pop("web_search", None)
+    if value is None or value is False:
+        return False
+    if value is not True:
+        raise RelayError(400, "'web_search' must be a boolean.", param="web_search")
+    return True
+
+
 async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, list[Route]]:
     body = parse_json(raw)
     model = require_model(body)
     record.model_requested = model
+    searching = web_search_flag(body)
     check_chat(body)
     stream = record.stream = stream_flag(body)
+    backend = None
+    if searching:
+        backend = configured_backend()
+        if backend is None:
+            raise RelayError(
+                400,
+                "Web search is not configured on this gateway.",
+                param="web_search",
+                code="web_search_off",
+            )
+        if stream:
+            raise RelayError(
+                400,
+                "'web_search' is not available with 'stream': true yet; send the request without streaming.",
+                param="web_search",
+                code="unsupported_parameter",
+            )
     with_usage = include_usage(body, stream)
     info, routes = await resolve(ctx, model, Capability.CHAT, what="chat completions")
     record.price = info.price
@@ -46,17 +79,22 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         data, usage = adapter.chat_response(orjson.loads(payload), model=model)
         return orjson.dumps(data), usage
 
-    call = Call(
-        body=body,
-        model=model,
-        model_max=info.max_output_tokens,
-        stream=stream,
-        build=lambda adapter, route: adapter.chat_request(body, target_for(route), stream=stream),
-        answer=answer,
-        translator=lambda adapter: adapter.chat_stream(model=model, include_usage=with_usage),
-        count_prompt=lambda: tokens.count_chat_prompt(body),
-        unsupported=unsupported_for(body),
-    )
+    def make_call(request: dict) -> Call:
+        return Call(
+            body=request,
+            model=model,
+            model_max=info.max_output_tokens,
+            stream=stream,
+            build=lambda adapter, route: adapter.chat_request(request, target_for(route), stream=stream),
+            answer=answer,
+            translator=lambda adapter: adapter.chat_stream(model=model, include_usage=with_usage),
+            count_prompt=lambda: tokens.count_chat_prompt(request),
+            unsupported=unsupported_for(request),
+        )
+
+    call = make_call(body)
+    if backend is not None:
+        call.run = functools.partial(web_search.run, body=body, make_call=make_call, backend=backend)
     return call, candidates(routes, info.strategy, model)
 
 

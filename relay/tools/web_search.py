@@ -1,0 +1,325 @@
+"""Web search run by the gateway for ``"web_search": true`` on /v1/chat/completions.
+
+The gateway offers the model three function tools next to the client's own: ``search``,
+``news`` and ``crawler``. While the model calls only those, the gateway runs them (the
+calls of one round concurrently), appends the results as tool messages and calls the model
+again, at most ``WEB_SEARCH_MAX_ROUNDS`` times; then one last call without them asks for
+an answer. A call of a client tool ends the loop: the answer goes back to the client with
+the gateway's own calls removed. Every round is an ordinary forward (failover and all);
+their usages add up into the request's one usage record, and the final answer's ``usage``
+is that sum. The answer gets ``url_citation`` annotations for the result URLs it cites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from html.parser import HTMLParser
+
+import aiohttp
+import orjson
+from django.conf import settings
+
+from core import outbound
+from providers.base import Usage
+from providers.search import SearchBackend, SearchError
+from providers.search.base import cap
+
+from ..config import Route
+from ..forward import Call, Forwarder, UsageRecord
+from ..http import Context
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "description": "Search the web. Returns results with title, url and snippet. "
+            "Cite the url of each result you use.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "The search query."}},
+                "required": ["query"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "news",
+            "description": "Search recent news. Returns results with title, url and snippet.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "The news query."}},
+                "required": ["query"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "crawler",
+            "description": "Fetch a web page and return its text.",
+            "parameters": {
+                "type": "object",
+                "properties": {"url": {"type": "string", "description": "The http(s) URL to read."}},
+                "required": ["url"],
+            },
+        },
+    },
+]
+
+
+def _tool_name(tool) -> str | None:
+    if isinstance(tool, dict):
+        function = tool.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            return function["name"]
+    return None
+
+
+# --- page text -----------------------------------------------------------------------
+
+
+class _Text(HTMLParser):
+    SKIP = {"script", "style", "noscript", "template", "svg", "head"}
+    BLOCK = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skipping = 0
+        self.title = ""
+        self._in_title = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "title":
+            self._in_title = True
+        if tag in self.SKIP:
+            self.skipping += 1
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+        if tag in self.SKIP and self.skipping:
+            self.skipping -= 1
+        elif tag in self.BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+        if not self.skipping:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> tuple[str, str]:
+    """(title, text) of an HTML page: scripts, styles and markup dropped, whitespace folded."""
+    parser = _Text()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return " ".join(parser.title.split()), "\n".join(line for line in lines if line)
+
+
+# --- running the tools -------------------------------------------------------------------
+
+
+class Tools:
+    """The gateway's tools for one request, and the sources they produced (url -> title)."""
+
+    def __init__(self, backend: SearchBackend) -> None:
+        self.backend = backend
+        self.sources: dict[str, str] = {}
+
+    async def run(self, name: str, arguments: str) -> str:
+        try:
+            args = orjson.loads(arguments or "{}")
+            if not isinstance(args, dict):
+                raise ValueError
+        except (orjson.JSONDecodeError, ValueError):
+            return self._error("the arguments are not a JSON object")
+        try:
+            if name in ("search", "news"):
+                query = args.get("query")
+                if not isinstance(query, str) or not query.strip():
+                    return self._error("'query' must be a non-empty string")
+                find = self.backend.search if name == "search" else self.backend.news
+                results = await find(query)
+                for result in results:
+                    self.sources.setdefault(result.url, result.title)
+                return orjson.dumps({"results": [r.as_dict() for r in results]}).decode()
+            return await self._crawl(args.get("url"))
+        except SearchError as exc:
+            return self._error(str(exc))
+
+    async def _crawl(self, url) -> str:
+        if not settings.WEB_SEARCH_CRAWL:
+            return self._error("page fetching is disabled on this gateway")
+        if not isinstance(url, str) or not url:
+            return self._error("'url' must be a non-empty string")
+        try:
+            page = await outbound.fetch(url, timeout=settings.WEB_SEARCH_TIMEOUT)
+        except outbound.OutboundRefused as exc:
+            return self._error(f"the page was not fetched: {exc}")
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            return self._error(f"the page could not be fetched ({type(exc).__name__})")
+        if page.status >= 400:
+            return self._error(f"the page answered {page.status}")
+        kind = page.content_type.split(";", 1)[0].strip().lower()
+        text = page.body.decode("utf-8", errors="replace")
+        title = ""
+        if kind in ("text/html", "application/xhtml+xml", ""):
+            title, text = html_to_text(text)
+        elif not kind.startswith("text/") and kind not in ("application/json", "application/xml"):
+            return self._error(f"the page is not text ({kind})")
+        self.sources.setdefault(page.url, title or page.url)
+        if url != page.url:
+            self.sources.setdefault(url, title or url)
+        content = cap(text, settings.WEB_SEARCH_MAX_CHARS)
+        return orjson.dumps({"url": page.url, "title": title, "content": content}).decode()
+
+    @staticmethod
+    def _error(message: str) -> str:
+        return orjson.dumps({"error": message}).decode()
+
+
+def annotate(content: str, sources: dict[str, str]) -> list[dict]:
+    """url_citation annotations for each place the answer cites a source URL (longest
+    URLs first, so a URL that is a prefix of another is not also matched inside it)."""
+    taken: list[tuple[int, int]] = []
+    annotations = []
+    for url in sorted(sources, key=len, reverse=True):
+        start = content.find(url)
+        while start != -1:
+            end = start + len(url)
+            if not any(s < end and start < e for s, e in taken):
+                taken.append((start, end))
+                annotations.append(
+                    {
+                        "type": "url_citation",
+                        "url_citation": {
+                            "url": url,
+                            "title": sources[url],
+                            "start_index": start,
+                            "end_index": end,
+                        },
+                    }
+                )
+            start = content.find(url, end)
+    return sorted(annotations, key=lambda a: a["url_citation"]["start_index"])
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+def _merge(record: UsageRecord, round_record: UsageRecord, total: Usage) -> None:
+    record.providers_tried.extend(round_record.providers_tried)
+    record.provider_id = round_record.provider_id
+    record.model_upstream = round_record.model_upstream
+    record.model_billed = round_record.model_billed
+    record.price = round_record.price
+    record.usage_estimated = record.usage_estimated or round_record.usage_estimated
+    record.ttft_ms = round_record.ttft_ms
+    usage = round_record.usage
+    if usage is not None:
+        total.prompt_tokens += usage.prompt_tokens
+        total.completion_tokens += usage.completion_tokens
+        total.cached_tokens += usage.cached_tokens
+    record.usage = Usage(total.prompt_tokens, total.completion_tokens, total.cached_tokens)
+
+
+def _round_body(body: dict, messages: list, tools: list) -> dict:
+    out = {**body, "messages": messages}
+    if tools:
+        out["tools"] = tools
+    else:  # nothing to call: no tool fields at all
+        for name in ("tools", "tool_choice", "parallel_tool_calls"):
+            out.pop(name, None)
+    return out
+
+
+async def run(
+    forwarder: Forwarder,
+    ctx: Context,
+    routes: list[Route],
+    record: UsageRecord,
+    *,
+    body: dict,
+    make_call: Callable[[dict], Call],
+    backend: SearchBackend,
+) -> None:
+    client_tools = list(body.get("tools") or [])
+    client_names = {_tool_name(tool) for tool in client_tools}
+    ours = [tool for tool in TOOLS if tool["function"]["name"] not in client_names]
+    our_names = {tool["function"]["name"] for tool in ours}
+    tools = Tools(backend)
+    messages = list(body["messages"])
+    total = Usage()
+    rounds = settings.WEB_SEARCH_MAX_ROUNDS
+    for number in range(rounds + 1):
+        last = number == rounds
+        round_body = _round_body(body, messages, client_tools if last else client_tools + ours)
+        call = make_call(round_body)
+        round_record = UsageRecord(
+            request_type=record.request_type, endpoint=record.endpoint, price=record.price
+        )
+        try:
+            payload = await forwarder.forward(ctx, call, routes, round_record, respond=False)
+        except BaseException:
+            # the rounds before this one were answered and the provider bills them: so do we
+            record.providers_tried.extend(round_record.providers_tried)
+            record.charge_on_failure = bool(total.prompt_tokens or total.completion_tokens)
+            raise
+        _merge(record, round_record, total)
+        data = orjson.loads(payload)
+        choices = data.get("choices") or [{}]
+        message = choices[0].get("message") or {}
+        calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+        mine = [c for c in calls if (c.get("function") or {}).get("name") in our_names]
+        if last or not mine or len(mine) < len(calls):
+            await _answer(ctx, call, data, calls, mine, tools.sources, total)
+            return
+        messages.append({"role": "assistant", "content": message.get("content"), "tool_calls": mine})
+        outputs = await asyncio.gather(
+            *(tools.run(c["function"]["name"], c["function"].get("arguments") or "") for c in mine)
+        )
+        messages.extend(
+            {"role": "tool", "tool_call_id": c.get("id"), "content": output}
+            for c, output in zip(mine, outputs, strict=True)
+        )
+
+
+async def _answer(ctx, call, data, calls, mine, sources, total: Usage) -> None:
+    """The final answer to the client: the gateway's own tool calls removed, citations
+    added, usage = the sum of all rounds."""
+    for choice in data.get("choices") or ():
+        message = choice.get("message") or {}
+        if mine:
+            kept = [c for c in calls if c not in mine]
+            if kept:
+                message["tool_calls"] = kept
+            else:
+                message.pop("tool_calls", None)
+                if choice.get("finish_reason") == "tool_calls":
+                    choice["finish_reason"] = "stop"
+        content = message.get("content")
+        if isinstance(content, str) and sources:
+            annotations = annotate(content, sources)
+            if annotations:
+                message["annotations"] = [*(message.get("annotations") or []), *annotations]
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage.update(
+        prompt_tokens=total.prompt_tokens,
+        completion_tokens=total.completion_tokens,
+        total_tokens=total.total_tokens,
+    )
+    if total.cached_tokens or isinstance(usage.get("prompt_tokens_details"), dict):
+        usage["prompt_tokens_details"] = {
+            **(usage.get("prompt_tokens_details") or {}),
+            "cached_tokens": total.cached_tokens,
+        }
+    data["usage"] = usage
+    await ctx.respond(200, orjson.dumps(data), headers=call.headers)
