@@ -60,7 +60,7 @@ class RelayApp:
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
         self.forwarder = Forwarder(self.session)
         self.usage = make_queue()
-        self.store = get_store()
+        self.store = self.store or get_store()  # the process's store, unless given one
         if isinstance(self.store, LocalCounterStore):
             # embedded default: finished requests' events go to the in-process settlement,
             # and this process also releases reservations of requests that never finished

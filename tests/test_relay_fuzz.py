@@ -81,8 +81,15 @@ class InProcess:
     """The relay app on one event loop, called with raw ASGI messages."""
 
     def __init__(self) -> None:
+        from django.conf import settings
+
+        from quotas.counters import LocalCounterStore, RedisCounterStore
+
         self.loop = asyncio.new_event_loop()
         self.app = RelayApp()
+        # a store of its own: the process's Redis store belongs to the gateway server's event
+        # loop (another thread); driving its connection from this loop crashed the process
+        self.app.store = RedisCounterStore(settings.REDIS_URL) if settings.REDIS_URL else LocalCounterStore()
         self.loop.run_until_complete(self.app.startup())
 
     def close(self) -> None:
