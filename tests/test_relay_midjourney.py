@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from django.conf import settings as django_settings
 from django.db.models import Sum
 
 from accounts.models import PriceGroup, User
@@ -338,6 +339,7 @@ def test_poller_finishes_tasks_and_charges_once(world, mj):
     assert _ledger_matches(user, start) == IMAGINE
 
 
+@pytest.mark.skipif(bool(django_settings.REDIS_URL), reason="the embedded default (no Redis, no Celery beat)")
 def test_embedded_default_polls_in_process(world, mj, settings):
     import time
 
