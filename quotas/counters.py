@@ -202,6 +202,8 @@ redis.call('HINCRBY', KEYS[1], 'held', held)
 redis.call('HINCRBY', KEYS[2], 'held', held)
 local back = held == '0' and '0' or '-' .. held
 redis.call('SET', KEYS[4], cjson.encode({c = undo, u = KEYS[1], k = KEYS[2], h = back, w = ARGV[a + 11]}))
+-- the worker the record names is alive in the same step (its heartbeat keeps it so)
+if ARGV[a + 11] ~= '' then redis.call('SET', ARGV[a + 12] .. ARGV[a + 11], '1', 'EX', ARGV[a + 13]) end
 redis.call('ZADD', KEYS[3], ARGV[a + 7], ARGV[a + 8])
 return {'ok', k}
 """
@@ -268,56 +270,56 @@ end
 return gone
 """
 
-_RELEASE_EXPIRED = """
+# Giving back one reservation: its record says what to undo on each counter and how much
+# money it holds; the record and its entry in the set of reservations go.
+_RELEASE_ONE = """
+local function release(prefix, id)
+  local raw = redis.call('GET', prefix .. id)
+  if raw then
+    local undo = cjson.decode(raw)
+    for _, item in ipairs(undo.c) do
+      if redis.call('EXISTS', item[1]) == 1 then redis.call('INCRBY', item[1], item[2]) end
+    end
+    redis.call('HINCRBY', undo.u, 'held', undo.h)
+    redis.call('HINCRBY', undo.k, 'held', undo.h)
+    redis.call('DEL', prefix .. id)
+  end
+  redis.call('ZREM', KEYS[1], id)
+  return raw and 1 or 0
+end
+"""
+
+# The reaper: reservations past their expiry, and those of workers whose heartbeat expired
+# (killed): within seconds, not the TTL.
+_RELEASE_EXPIRED = (
+    _RELEASE_ONE
+    + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 500)
--- and those of workers whose heartbeat expired (killed): within seconds, not the TTL
-local released = {}
+for _, id in ipairs(ids) do release(ARGV[2], id) end
+local count = #ids
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 1999)) do
   local raw = redis.call('GET', ARGV[2] .. id)
   if raw then
     local record = cjson.decode(raw)
     if record.w and record.w ~= '' and redis.call('EXISTS', ARGV[3] .. record.w) == 0 then
-      ids[#ids + 1] = id
+      count = count + release(ARGV[2], id)
     end
   end
 end
-for _, id in ipairs(ids) do
-  local raw = redis.call('GET', ARGV[2] .. id)
-  if raw then
-    local undo = cjson.decode(raw)
-    for _, item in ipairs(undo.c) do
-      if redis.call('EXISTS', item[1]) == 1 then redis.call('INCRBY', item[1], item[2]) end
-    end
-    redis.call('HINCRBY', undo.u, 'held', undo.h)
-    redis.call('HINCRBY', undo.k, 'held', undo.h)
-    redis.call('DEL', ARGV[2] .. id)
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
-return #ids
+return count
 """
+)
 
-# The same release for the named reservations only: leases whose flush failed (Redis was
-# unreachable), given back as soon as Redis answers again rather than when they expire.
-_RELEASE_IDS = """
+# The named reservations only: leases whose flush failed (Redis was unreachable), given
+# back as soon as Redis answers again rather than when they expire.
+_RELEASE_IDS = (
+    _RELEASE_ONE
+    + """
 local released = 0
-for i = 2, #ARGV do
-  local id = ARGV[i]
-  local raw = redis.call('GET', ARGV[1] .. id)
-  if raw then
-    local undo = cjson.decode(raw)
-    for _, item in ipairs(undo.c) do
-      if redis.call('EXISTS', item[1]) == 1 then redis.call('INCRBY', item[1], item[2]) end
-    end
-    redis.call('HINCRBY', undo.u, 'held', undo.h)
-    redis.call('HINCRBY', undo.k, 'held', undo.h)
-    redis.call('DEL', ARGV[1] .. id)
-    released = released + 1
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
+for i = 2, #ARGV do released = released + release(ARGV[1], ARGV[i]) end
 return released
 """
+)
 
 _SETTLED = """
 local n = tonumber(ARGV[1])
@@ -368,6 +370,8 @@ def _reserve_args(plan: Plan, size: int, worker: str = "") -> tuple[list[str], l
         size,
         LEASE_SPREAD,
         worker,
+        WORKER_PREFIX,
+        WORKER_TTL,
     )
     return keys, args
 
@@ -661,8 +665,8 @@ class RedisCounterStore:
 
     async def reserve(self, plan: Plan) -> Refusal | None:
         if self.beat is None or self.beat.done():
-            # alive in Redis before any lease names this worker
-            await self.aio.set(WORKER_PREFIX + self.worker, "1", ex=WORKER_TTL)
+            # the reserve script marks this worker alive with the first record naming it;
+            # the heartbeat keeps it so (no round trip on the request's path)
             self.beat = asyncio.get_running_loop().create_task(self._heartbeat())
         key_id = plan.key_id
         while True:
