@@ -142,7 +142,7 @@ def test_money_is_exact_nanos():
         to_nanos("0.0000000001")
     with pytest.raises(ValueError):
         to_nanos("abc")
-    assert format_money(to_nanos("-1.5")) == "-$1.500000"
+    assert format_money(to_nanos("-1.5")) == "-$1.50"
 
 
 # --- services ---------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def test_create_user(monkeypatch, settings):
 
     monkeypatch.setenv("CAROL_PASSWORD", "a long enough passphrase")
     output = run("create_user", "carol", "--password-env", "CAROL_PASSWORD", "--credit", "5", "--staff")
-    assert "created user carol" in output and "balance $5.000000" in output
+    assert "created user carol" in output and "balance $5.00" in output
     carol = User.objects.get(username="carol")
     assert carol.is_staff and carol.check_password("a long enough passphrase")
     assert carol.balance == to_nanos("5") and BillingRecord.objects.get(user=carol).kind == "topup"

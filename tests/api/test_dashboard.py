@@ -119,7 +119,7 @@ def test_billing_page_and_redeem(browser, alice):
     response = post(browser, "/dashboard/billing/", {"code": code})
     assert response.status_code == 302
     page = browser.get("/dashboard/billing/").content.decode()
-    assert "Redeemed $3.000000" in page and "$13.000000" in page
+    assert "Redeemed $3.00" in page and "$13.00" in page
     again = post(browser, "/dashboard/billing/", {"code": code})
     assert again.status_code == 400 and b"already been used" in again.content
 
