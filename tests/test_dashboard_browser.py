@@ -19,8 +19,7 @@ from tests import system_packages
 from tests.conftest import wait_usage
 from tests.factories import UserFactory
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM, CHROMEDRIVER = system_packages.CHROMIUM[1]
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -44,7 +43,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def browser(monkeypatch):
     try:
-        system_packages.ensure((CHROMIUM, CHROMEDRIVER), ("chromium", "chromium-driver"))
+        system_packages.ensure(*system_packages.CHROMIUM[1:])
     except system_packages.Unavailable as exc:
         pytest.fail(f"the browser test needs Debian's Chromium: {exc}", pytrace=False)
     from selenium import webdriver
