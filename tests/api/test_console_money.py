@@ -157,3 +157,40 @@ def test_quota_form_takes_an_amount_for_cost_and_a_count_otherwise(console, alic
     counted = console.post("/admin/quotas/quota/add/", {**data, "metric": "requests", "limit": "1,000"})
     assert counted.status_code == 302
     assert Quota.objects.get(user=alice, metric="requests").limit == 1000
+
+
+# --- keys for users ------------------------------------------------------------------------------
+
+
+def test_operator_creates_a_key_for_a_user_shown_once(console, alice):
+    from keys.models import APIKey
+    from keys.services import hash_key
+
+    user_page = _text(console.get(f"/admin/accounts/user/{alice.pk}/change/"))
+    assert f'href="/admin/keys/apikey/add/?user={alice.pk}"' in user_page
+    form = console.get(f"/admin/keys/apikey/add/?user={alice.pk}")
+    assert form.status_code == 200 and f'value="{alice.pk}"' in form.content.decode()
+    created = console.post(
+        "/admin/keys/apikey/add/",
+        {
+            "user": alice.pk,
+            "name": "for the batch job",
+            "budget": "2.50",
+            "rpm_limit": "60",
+            "allowed_models": "",
+        },
+    )
+    assert created.status_code == 200 and "no-store" in created["Cache-Control"]
+    plain = re.search(r'id="new-key"[^>]*>(sk-gw-[^<]+)<', created.content.decode()).group(1)
+    key = APIKey.objects.get(key_hash=hash_key(plain))
+    assert (key.user_id, key.name, key.budget, key.rpm_limit) == (
+        alice.pk,
+        "for the batch job",
+        to_nanos("2.5"),
+        60,
+    )
+    for page in ("/admin/keys/apikey/", f"/admin/keys/apikey/{key.pk}/change/", "/admin/"):
+        assert plain not in console.get(page).content.decode(), page
+    refused = console.post("/admin/keys/apikey/add/", {"user": alice.pk, "budget": "-1"})
+    assert refused.status_code == 200 and "cannot be negative" in _text(refused)
+    assert APIKey.objects.count() == 1
