@@ -194,3 +194,12 @@ def test_operator_creates_a_key_for_a_user_shown_once(console, alice):
     refused = console.post("/admin/keys/apikey/add/", {"user": alice.pk, "budget": "-1"})
     assert refused.status_code == 200 and "cannot be negative" in _text(refused)
     assert APIKey.objects.count() == 1
+
+
+def test_a_usage_log_and_a_ledger_row_show_money_on_their_pages(console, alice):
+    log = usage_log(alice, cost="0.0001023")
+    row = ledger(alice, amount="-0.0001023", kind=BillingRecord.Kind.USAGE)
+    log_page = _text(console.get(f"/admin/billing/usagelog/{log.pk}/change/"))
+    row_page = _text(console.get(f"/admin/billing/billingrecord/{row.pk}/change/"))
+    assert "$0.000103" in log_page and "102300" not in log_page and "102,300" not in log_page
+    assert "-$0.000103" in row_page and "102300" not in row_page and "102,300" not in row_page
