@@ -7,29 +7,16 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
-from core.fields import MoneyField, MoneyFormField
+from core.admin import MoneyAdminMixin
+from core.fields import MoneyFormField
 from core.money import decimal_str, format_money, format_price
 
 from . import reports, selectors, services
 from .models import BillingRecord, DailyUsage, ModelPrice, RedemptionCode, UsageLog
 
 
-def _money(name: str):
-    def show(obj):
-        return format_money(getattr(obj, name))
-
-    show.short_description = name.replace("_", " ")
-    return show
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(MoneyAdminMixin, admin.ModelAdmin):
     """Logs and the ledger are written by services only. Their pages show amounts as money."""
-
-    def get_fields(self, request, obj=None):
-        return [
-            _money(name) if isinstance(self.model._meta.get_field(name), MoneyField) else name
-            for name in super().get_fields(request, obj)
-        ]
 
     def has_add_permission(self, request):
         return False

@@ -203,3 +203,17 @@ def test_a_usage_log_and_a_ledger_row_show_money_on_their_pages(console, alice):
     row_page = _text(console.get(f"/admin/billing/billingrecord/{row.pk}/change/"))
     assert "$0.000103" in log_page and "102300" not in log_page and "102,300" not in log_page
     assert "-$0.000103" in row_page and "102300" not in row_page and "102,300" not in row_page
+
+
+def test_midjourney_task_pages_show_money(console, alice):
+    from jobs.models import MidjourneyTask
+
+    now = timezone.now()
+    task = MidjourneyTask.objects.create(
+        task_id="1700000000000001", user=alice, action="IMAGINE", model="mj_imagine",
+        price=to_nanos("0.05"), charged=to_nanos("0.05"), submitted_at=now, refreshed_at=now,
+    )  # fmt: skip
+    listing = _text(console.get("/admin/jobs/midjourneytask/"))
+    detail = _text(console.get(f"/admin/jobs/midjourneytask/{task.pk}/change/"))
+    assert "$0.05" in listing and "50000000" not in listing and "50,000,000" not in listing
+    assert detail.count("$0.05") >= 2 and "50000000" not in detail and "50,000,000" not in detail
