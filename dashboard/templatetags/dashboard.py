@@ -14,6 +14,12 @@ def money(nanos):
 
 
 @register.filter
+def price(nanos):
+    """A unit price to the nano, e.g. ``$0.075`` (a price is exact: nothing rounded away)."""
+    return format_money(nanos, places=9)
+
+
+@register.filter
 def quota_amount(value, metric):
     return limit_display(metric=metric, value=value)
 

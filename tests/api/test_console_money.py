@@ -217,3 +217,14 @@ def test_midjourney_task_pages_show_money(console, alice):
     detail = _text(console.get(f"/admin/jobs/midjourneytask/{task.pk}/change/"))
     assert "$0.05" in listing and "50000000" not in listing and "50,000,000" not in listing
     assert detail.count("$0.05") >= 2 and "50000000" not in detail and "50,000,000" not in detail
+
+
+def test_dashboard_models_page_shows_prices_to_the_nano(alice):
+    model = factories.ModelFactory(slug="cheap-embed", type="embedding")
+    factories.RouteFactory(model=model)
+    # $0.00000002 per 1M in
+    factories.PriceFactory(model=model, input_per_1m=20, output_per_1m=0, cached_input_per_1m=0)
+    client = Client()
+    assert client.login(username="alice", password=PASSWORD)
+    page = _text(client.get("/dashboard/models/"))
+    assert "$0.00000002" in page and "$0.000001" not in page
