@@ -228,3 +228,27 @@ def test_dashboard_models_page_shows_prices_to_the_nano(alice):
     assert client.login(username="alice", password=PASSWORD)
     page = _text(client.get("/dashboard/models/"))
     assert "$0.00000002" in page and "$0.000001" not in page
+
+
+def test_the_management_api_writes_amounts_without_exponents(api, staff_api, alice):
+    """Zero and tiny amounts everywhere the API shows money: plain decimals, never ``0E-9``."""
+    from .helpers import daily
+
+    key = factories.RouteFactory(model=factories.ModelFactory(slug="free-model")).model
+    factories.PriceFactory(model=key, input_per_1m=0, output_per_1m=0, cached_input_per_1m=0)
+    usage_log(alice, cost="0")
+    daily(alice, cost="0")
+    ledger(alice, amount="0.000000001")
+    Quota.objects.create(user=alice, metric="cost", period="day", limit=0)
+    pages = [
+        *(
+            api.get(f"/api/me/{page}/")
+            for page in ("usage", "usage/daily", "ledger", "balance", "quotas", "models")
+        ),
+        *(staff_api.get(f"/api/admin/{page}/") for page in ("users", "prices", "quotas", "usage", "ledger")),
+    ]
+    for response in pages:
+        assert response.status_code == 200, response.content
+        text = response.content.decode()
+        assert not re.search(r'[":\s]-?\d+(\.\d+)?[eE][-+]?\d+[",}\]]', text), text
+    assert '"0.000000000"' in pages[0].content.decode()
