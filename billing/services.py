@@ -391,13 +391,13 @@ def model_price_replace(
     """New amounts for a model whose price version ``price`` is history: ``price`` ends at
     ``effective_from`` (default: now) and a new version with the amounts takes over then,
     until the old end if it had one."""
+    unknown = set(amounts) - {"input_per_1m", "output_per_1m", "cached_input_per_1m", "per_request"}
+    if unknown:
+        raise ValidationError({name: ["Not a price amount."] for name in sorted(unknown)})
     effective_from = effective_from or timezone.now()
     old_end = price.effective_until
     if old_end is None or old_end > effective_from:
         model_price_update(price=price, data={"effective_until": effective_from})
-    unknown = set(amounts) - {"input_per_1m", "output_per_1m", "cached_input_per_1m", "per_request"}
-    if unknown:
-        raise ValidationError({name: ["Not a price amount."] for name in sorted(unknown)})
     return model_price_create(
         model=price.model,
         **amounts,

@@ -130,6 +130,7 @@ class Command(BaseCommand):
             self._operator()
             provider = self._provider(name, url, options, demo=demo)
             unpriced = [slug for slug in models if not self._model(provider, slug, prices.get(slug))]
+            # more providers or tool prices: one method each (like _model), called here
             if demo:
                 password, key = self._demo_user(), self._demo_key()
         self._warn_unpriced(unpriced)
