@@ -107,6 +107,24 @@ class ModelPriceAdmin(admin.ModelAdmin):
             return ["model", "currency", "effective_from"]
         return []
 
+    def get_deleted_objects(self, objs, request):
+        """A version that billed requests is history: the delete pages list it as protected
+        and delete nothing (end it with Effective until instead)."""
+        deletable, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        billed = [price for price in objs if selectors.model_price_billed(price=price)]
+        protected = [
+            *protected,
+            *(f"{price}: requests were billed with it; end it (Effective until) instead" for price in billed),
+        ]
+        return deletable, counts, perms_needed, protected
+
+    def delete_model(self, request, obj):
+        services.model_price_delete(price=obj)
+
+    def delete_queryset(self, request, queryset):
+        for price in queryset:
+            services.model_price_delete(price=price)
+
     def save_model(self, request, obj, form, change):
         if not change:
             saved = services.model_price_create(

@@ -252,3 +252,17 @@ def test_the_management_api_writes_amounts_without_exponents(api, staff_api, ali
         text = response.content.decode()
         assert not re.search(r'[":\s]-?\d+(\.\d+)?[eE][-+]?\d+[",}\]]', text), text
     assert '"0.000000000"' in pages[0].content.decode()
+
+
+def test_a_billed_price_cannot_be_deleted_in_the_console(console, alice):
+    billed = factories.PriceFactory(model=factories.ModelFactory(slug="kept-model"))
+    unused = factories.PriceFactory(model=factories.ModelFactory(slug="spare-model"))
+    usage_log(alice, price=billed)
+    page = console.get(f"/admin/billing/modelprice/{billed.pk}/delete/")
+    assert page.status_code == 200 and "requests were billed with it" in _text(page)
+    console.post(f"/admin/billing/modelprice/{billed.pk}/delete/", {"post": "yes"})
+    bulk = {"action": "delete_selected", "_selected_action": [billed.pk, unused.pk], "post": "yes"}
+    assert "requests were billed with it" in _text(console.post("/admin/billing/modelprice/", bulk))
+    assert ModelPrice.objects.count() == 2
+    console.post("/admin/billing/modelprice/", {**bulk, "_selected_action": [unused.pk]})
+    assert list(ModelPrice.objects.values_list("pk", flat=True)) == [billed.pk]
