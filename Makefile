@@ -35,12 +35,15 @@ serve: $(VENV)/.runtime
 	$(BIN)/gunicorn gateway_project.asgi:application -k gateway_project.workers.UvicornWorker \
 		--workers $(WORKERS) --bind 0.0.0.0:$(PORT) --graceful-timeout 30 --keep-alive 75
 
-## test: the suite on SQLite and in-process stores
+## test: the suite on SQLite and in-process stores (first: Chromium and Node.js, installed
+## with apt-get as root; otherwise one line names what to install; SYSTEM_PACKAGES=skip skips the check)
 test: $(VENV)/.dev
+	@[ "$(SYSTEM_PACKAGES)" = skip ] || $(BIN)/python -m tests.system_packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## test-full: the same suite on PostgreSQL and Redis started in a temporary directory
 test-full: $(VENV)/.dev
+	@[ "$(SYSTEM_PACKAGES)" = skip ] || $(BIN)/python -m tests.system_packages
 	RELAY_FUZZ_EXAMPLES=10000 scripts/with-services.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev

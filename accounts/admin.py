@@ -66,10 +66,13 @@ class UserAdmin(BaseUserAdmin):
         url = reverse("admin:accounts_user_adjust_balance", args=[obj.pk])
         ledger = reverse("admin:billing_billingrecord_changelist") + f"?user__id__exact={obj.pk}"
         logs = reverse("admin:billing_usagelog_changelist") + f"?user__id__exact={obj.pk}"
+        new_key = reverse("admin:keys_apikey_add") + f"?user={obj.pk}"
         return format_html(
             '<a class="button" href="{}">Adjust balance (writes a ledger row)</a> '
+            '<a class="button" href="{}">Create an API key</a> '
             '<a href="{}">Ledger</a> · <a href="{}">Usage logs</a>',
             url,
+            new_key,
             ledger,
             logs,
         )

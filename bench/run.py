@@ -558,7 +558,7 @@ def start_gateway(
         return result.stdout
 
     manage("migrate", "--noinput")
-    out = manage("bootstrap", "--upstream-url", upstream_v1, "--models", MODEL)
+    out = manage("bootstrap", "--demo", "--upstream-url", upstream_v1, "--models", MODEL)
     lines = [line.strip() for line in out.splitlines() if line.strip()]
     if not lines or not lines[-1].startswith("DEMO_API_KEY="):
         raise BenchError(

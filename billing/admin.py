@@ -5,16 +5,18 @@ from django.contrib import admin, messages
 from django.http import StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import timezone
 
+from core.admin import MoneyAdminMixin
 from core.fields import MoneyFormField
-from core.money import format_money, from_nanos
+from core.money import decimal_str, format_money, format_price
 
-from . import reports, services
+from . import reports, selectors, services
 from .models import BillingRecord, DailyUsage, ModelPrice, RedemptionCode, UsageLog
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Logs and the ledger are written by services only."""
+class ReadOnlyAdmin(MoneyAdminMixin, admin.ModelAdmin):
+    """Logs and the ledger are written by services only. Their pages show amounts as money."""
 
     def has_add_permission(self, request):
         return False
@@ -26,21 +28,141 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+PRICE_AMOUNTS = ("input_per_1m", "output_per_1m", "cached_input_per_1m", "per_request")
+
+
+class ModelPriceForm(forms.ModelForm):
+    """Amounts in currency ("0.15"); "Effective from" empty means now."""
+
+    class Meta:
+        model = ModelPrice
+        fields = "__all__"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "effective_from" in self.fields:
+            self.fields["effective_from"].required = False
+            self.fields["effective_from"].help_text = "Empty: now. A later time schedules the change."
+            if self.instance.pk is None:
+                self.fields["effective_from"].initial = timezone.now().replace(second=0, microsecond=0)
+        for name in PRICE_AMOUNTS:
+            if name in self.fields:
+                self.fields[name].help_text += " In currency, e.g. 0.15."
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in PRICE_AMOUNTS:
+            if (cleaned.get(name) or 0) < 0:
+                self.add_error(name, "A price cannot be negative.")
+        price = self.instance
+        ended = price.effective_until is not None and price.effective_until <= timezone.now()
+        amounts_changed = set(PRICE_AMOUNTS) & set(self.changed_data)
+        if ended and amounts_changed and selectors.model_price_billed(price=price):
+            raise forms.ValidationError(
+                "This version has ended and requests were billed with it: add a new price instead."
+            )
+        return cleaned
+
+
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
+    """Prices are versions. One that billed requests is history: changing its amounts
+    publishes a new version effective from now (``billing.services.model_price_create``) and
+    ends this one; only its end and note change in place (``model_price_update``)."""
+
+    form = ModelPriceForm
     list_display = [
         "model",
-        "input_per_1m",
-        "output_per_1m",
-        "cached_input_per_1m",
-        "per_request",
+        "input_display",
+        "output_display",
+        "cached_input_display",
+        "per_request_display",
         "effective_from",
         "effective_until",
+        "note",
     ]
     list_filter = ["currency"]
     search_fields = ["model__slug", "note"]
     date_hierarchy = "effective_from"
-    raw_id_fields = ["model"]
+    autocomplete_fields = ["model"]
+
+    @admin.display(description="input", ordering="input_per_1m")
+    def input_display(self, obj):
+        return format_price(obj.input_per_1m)
+
+    @admin.display(description="output", ordering="output_per_1m")
+    def output_display(self, obj):
+        return format_price(obj.output_per_1m)
+
+    @admin.display(description="cached input", ordering="cached_input_per_1m")
+    def cached_input_display(self, obj):
+        return format_price(obj.cached_input_per_1m)
+
+    @admin.display(description="per request", ordering="per_request")
+    def per_request_display(self, obj):
+        return format_price(obj.per_request, unit="request")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and selectors.model_price_billed(price=obj):
+            return ["model", "currency", "effective_from"]
+        return []
+
+    def get_deleted_objects(self, objs, request):
+        """A version that billed requests is history: the delete pages list it as protected
+        and delete nothing (end it with Effective until instead)."""
+        deletable, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        billed = [price for price in objs if selectors.model_price_billed(price=price)]
+        protected = [
+            *protected,
+            *(f"{price}: requests were billed with it; end it (Effective until) instead" for price in billed),
+        ]
+        return deletable, counts, perms_needed, protected
+
+    def delete_model(self, request, obj):
+        services.model_price_delete(price=obj)
+
+    def delete_queryset(self, request, queryset):
+        for price in queryset:
+            services.model_price_delete(price=price)
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            saved = services.model_price_create(
+                model=obj.model,
+                **{name: form.cleaned_data.get(name) or 0 for name in PRICE_AMOUNTS},
+                currency=obj.currency,
+                effective_from=form.cleaned_data.get("effective_from"),
+                effective_until=obj.effective_until,
+                note=obj.note,
+            )
+            for field in ModelPrice._meta.concrete_fields:
+                setattr(obj, field.attname, getattr(saved, field.attname))
+            return
+        if not selectors.model_price_billed(price=obj):
+            if obj.effective_from is None:
+                obj.effective_from = timezone.now()
+            super().save_model(request, obj, form, change)
+            return
+        amounts_changed = [name for name in PRICE_AMOUNTS if name in form.changed_data]
+        changed = form.changed_data
+        in_place = {name: getattr(obj, name) for name in services.PRICE_UPDATABLE if name in changed}
+        if not amounts_changed:
+            services.model_price_update(price=ModelPrice.objects.get(pk=obj.pk), data=in_place)
+            return
+        now = timezone.now()
+        new = services.model_price_replace(
+            price=ModelPrice.objects.get(pk=obj.pk),
+            amounts={name: getattr(obj, name) for name in PRICE_AMOUNTS},
+            effective_from=now,
+            note=obj.note,
+        )
+        obj.refresh_from_db()
+        self.message_user(
+            request,
+            f"Requests were billed with this price, so it was kept as history (ended {now:%Y-%m-%d %H:%M}) "
+            f"and the new amounts were published as a new version effective now (#{new.pk}).",
+            messages.WARNING,
+        )
 
 
 class _Echo:
@@ -90,7 +212,7 @@ class UsageLogAdmin(ReadOnlyAdmin):
             yield writer.writerow([*CSV_FIELDS, "cost_amount"])
             for log in queryset.order_by("created_at").values_list(*CSV_FIELDS).iterator(chunk_size=2000):
                 cost = log[CSV_FIELDS.index("cost")]
-                yield writer.writerow([*log, f"{from_nanos(cost)}"])
+                yield writer.writerow([*log, decimal_str(cost)])
 
         response = StreamingHttpResponse(rows(), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="usage-logs.csv"'

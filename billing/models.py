@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 
 from core.fields import MoneyField
+from core.money import format_money
 
 _USER = settings.AUTH_USER_MODEL
 
@@ -139,7 +140,7 @@ class BillingRecord(models.Model):
         indexes = [models.Index(fields=["user", "-created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.amount} for user {self.user_id}"
+        return f"{self.kind} {format_money(self.amount)} for user {self.user_id}"
 
 
 class RedemptionCode(models.Model):

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
-from core.money import format_money, from_nanos
+from core.money import decimal_str, format_money
 
 from .models import DailyUsage, UsageLog
 
@@ -35,7 +35,7 @@ def key_usage(*, key_id: int, start: date, end: date) -> dict:
     ]
     total = _clean(rows.aggregate(**_SUMS))
     for item in [total, *per_model]:
-        item["cost"] = str(from_nanos(item["cost"]))
+        item["cost"] = decimal_str(item["cost"])
     return {"total": total, "data": per_model}
 
 

@@ -149,6 +149,11 @@ def model_price_get(*, price_id: int) -> ModelPrice | None:
     return ModelPrice.objects.select_related("model").filter(pk=price_id).first()
 
 
+def model_price_billed(*, price: ModelPrice) -> bool:
+    """Whether requests were billed with this version (then its amounts are history)."""
+    return price.pk is not None and UsageLog.objects.filter(price_id=price.pk).exists()
+
+
 def prices_in_force(*, model_ids, now: datetime | None = None) -> dict[int, ModelPrice]:
     """The price version in force now per model (latest ``effective_from``), as the relay
     picks it."""

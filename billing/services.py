@@ -23,6 +23,7 @@ from keys.models import APIKey
 
 from .events import UsageEvent
 from .models import BillingRecord, DailyUsage, ModelPrice, RedemptionCode, UsageLog
+from .selectors import model_price_billed
 
 logger = logging.getLogger(__name__)
 
@@ -383,8 +384,32 @@ def model_price_update(*, price: ModelPrice, data: dict[str, Any]) -> ModelPrice
     return price
 
 
+@transaction.atomic
+def model_price_replace(
+    *, price: ModelPrice, amounts: dict[str, int], effective_from: datetime | None = None, note: str = ""
+) -> ModelPrice:
+    """New amounts for a model whose price version ``price`` is history: ``price`` ends at
+    ``effective_from`` (default: now) and a new version with the amounts takes over then,
+    until the old end if it had one."""
+    unknown = set(amounts) - {"input_per_1m", "output_per_1m", "cached_input_per_1m", "per_request"}
+    if unknown:
+        raise ValidationError({name: ["Not a price amount."] for name in sorted(unknown)})
+    effective_from = effective_from or timezone.now()
+    old_end = price.effective_until
+    if old_end is None or old_end > effective_from:
+        model_price_update(price=price, data={"effective_until": effective_from})
+    return model_price_create(
+        model=price.model,
+        **amounts,
+        currency=price.currency,
+        effective_from=effective_from,
+        effective_until=old_end if old_end is not None and old_end > effective_from else None,
+        note=note,
+    )
+
+
 def model_price_delete(*, price: ModelPrice) -> None:
-    if UsageLog.objects.filter(price_id=price.pk).exists():
+    if model_price_billed(price=price):
         raise ProtectedError(
             "Requests were billed with this price; end it (effective_until) instead.", [price]
         )

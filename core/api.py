@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.money import from_nanos, to_nanos
+from core.money import decimal_str, input_str, to_nanos
 
 MAX_ID = 2**63 - 1
 # Amounts accepted by the API: at most a billion currency units (1e18 nanos) either way,
@@ -70,7 +70,7 @@ class Conflict(exceptions.APIException):
 
 def amount_str(nanos: int) -> str:
     """Nanos as the API's decimal string, always with 9 places: ``"12.500000000"``, ``"0.000000000"``."""
-    return f"{from_nanos(nanos):f}"
+    return decimal_str(nanos)
 
 
 # --- fields ----------------------------------------------------------------------------------
@@ -111,9 +111,9 @@ class MoneyField(serializers.Field):
         except ValueError:
             self.fail("invalid")
         if nanos < self.min_value:
-            self.fail("min_value", min_value=from_nanos(self.min_value).normalize())
+            self.fail("min_value", min_value=input_str(self.min_value))
         if nanos > self.max_value:
-            self.fail("max_value", max_value=from_nanos(self.max_value).normalize())
+            self.fail("max_value", max_value=input_str(self.max_value))
         return nanos
 
 

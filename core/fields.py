@@ -6,7 +6,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from core.money import from_nanos, to_nanos
+from core.money import input_str, to_nanos
 
 
 class MoneyFormField(forms.CharField):
@@ -19,7 +19,7 @@ class MoneyFormField(forms.CharField):
 
     def prepare_value(self, value):
         if isinstance(value, int):
-            return str(from_nanos(value).normalize()) if value else "0"
+            return input_str(value)
         return value
 
     def to_python(self, value):

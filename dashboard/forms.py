@@ -34,6 +34,39 @@ class LoginForm(AuthenticationForm):
             raise self.get_invalid_login_error()
 
 
+class SignupForm(forms.Form):
+    """A new account; the checks (free username, Django's password validators) are those of
+    ``accounts.services.user_register``, as on POST /auth/register."""
+
+    username = forms.CharField(max_length=150, help_text="Letters, digits and @ . + - _ only.")
+    email = forms.EmailField(
+        required=False, max_length=254, help_text="Optional; for password resets by an operator."
+    )
+    password1 = forms.CharField(
+        label="Password",
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="At least 8 characters, not all digits, not a common password.",
+    )
+    password2 = forms.CharField(
+        label="Password again",
+        strip=False,
+        max_length=4096,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if (
+            cleaned.get("password1")
+            and cleaned.get("password2")
+            and cleaned["password1"] != cleaned["password2"]
+        ):
+            self.add_error("password2", "The two passwords differ.")
+        return cleaned
+
+
 EXPIRY_CHOICES = [
     ("", "Never"),
     ("7", "In 7 days"),

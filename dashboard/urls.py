@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("login/", views.DashboardLoginView.as_view(), name="login"),
     path("logout/", views.DashboardLogoutView.as_view(), name="logout"),
+    path("signup/", views.signup, name="signup"),
     path("keys/", views.keys, name="keys"),
     path("keys/<id:key_id>/revoke/", views.key_revoke, name="key-revoke"),
     path("keys/<id:key_id>/regenerate/", views.key_regenerate, name="key-regenerate"),

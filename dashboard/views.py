@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import logout
+from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, LogoutView
 from django.core.exceptions import ValidationError
@@ -23,6 +24,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from accounts import services as account_services
+from accounts.apis import RegisterThrottle
 from accounts.selectors import user_can_authenticate
 from billing import selectors as billing_selectors
 from billing.services import RedemptionError, redemption_redeem
@@ -30,7 +33,7 @@ from core.money import format_money
 from keys import services as key_services
 from keys.selectors import api_key_get, api_key_list
 
-from .forms import KeyCreateForm, LoginForm, RedeemForm, RegenerateForm, UsageFilterForm
+from .forms import KeyCreateForm, LoginForm, RedeemForm, RegenerateForm, SignupForm, UsageFilterForm
 
 PAGE_SIZE = 25
 
@@ -54,6 +57,9 @@ class DashboardLoginView(LoginView):
     form_class = LoginForm
     redirect_authenticated_user = True
 
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "allow_registration": settings.ALLOW_REGISTRATION}
+
     def form_invalid(self, form):
         response = super().form_invalid(form)
         if form.throttled:
@@ -63,6 +69,38 @@ class DashboardLoginView(LoginView):
 
 class DashboardLogoutView(LogoutView):
     next_page = reverse_lazy("dashboard:login")
+
+
+class _SignupScope:
+    throttle_scope = "register"  # one budget of sign-ups per client IP, shared with the API
+
+
+@never_cache
+def signup(request):
+    """Create an account (when ALLOW_REGISTRATION is on) and log in to it."""
+    if not settings.ALLOW_REGISTRATION:
+        raise Http404("Registration is closed.")
+    if request.user.is_authenticated:
+        return redirect("dashboard:home")
+    form = SignupForm(request.POST or None)
+    if request.method != "POST" or not form.is_valid():
+        return render(request, "dashboard/signup.html", {"form": form}, status=400 if form.is_bound else 200)
+    if not RegisterThrottle().allow_request(request, _SignupScope()):
+        form.add_error(None, "Too many sign-ups from your address. Try again later.")
+        return render(request, "dashboard/signup.html", {"form": form}, status=429)
+    data = form.cleaned_data
+    try:
+        user = account_services.user_register(
+            username=data["username"], email=data["email"], password=data["password1"]
+        )
+    except ValidationError as exc:
+        for field, errors in exc.message_dict.items():
+            field = {"password": "password1"}.get(field, field)
+            form.add_error(field if field in form.fields else None, errors)
+        return render(request, "dashboard/signup.html", {"form": form}, status=400)
+    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    messages.success(request, f"Welcome, {user.username}. Create an API key to start.")
+    return redirect("dashboard:keys")
 
 
 def _page(request, queryset, size: int = PAGE_SIZE):

@@ -1,10 +1,12 @@
 from django.contrib import admin
 
+from core.admin import MoneyAdminMixin
+
 from .models import MidjourneyTask
 
 
 @admin.register(MidjourneyTask)
-class MidjourneyTaskAdmin(admin.ModelAdmin):
+class MidjourneyTaskAdmin(MoneyAdminMixin, admin.ModelAdmin):
     list_display = (
         "task_id",
         "user",

@@ -6,8 +6,7 @@ quotas (``"5.000000000"``), a whole number of requests or tokens otherwise (``"1
 
 from __future__ import annotations
 
-import re
-
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -17,7 +16,6 @@ from rest_framework.views import APIView
 from accounts.models import User
 from billing.selectors import quota_status_of_account
 from core.api import (
-    MAX_AMOUNT,
     IdField,
     IsActiveUser,
     IsStaff,
@@ -29,16 +27,14 @@ from core.api import (
     paginated_response,
     query,
 )
-from core.money import to_nanos
 from keys.models import APIKey
 
 from . import services
+from .amounts import limit_parse
 from .models import Quota
 
 ME_TAG = ["me: usage and billing"]
 ADMIN_TAG = ["admin: quotas"]
-_COUNT_RE = re.compile(r"^\d{1,19}$")
-_AMOUNT_RE = re.compile(r"^\d{1,10}(\.\d{1,9})?$")
 
 
 def quota_amount(metric: str, value: int) -> str:
@@ -99,19 +95,10 @@ class _QuotaWriteSerializer(serializers.Serializer):
 
     def validate(self, attrs):
         if "limit" in attrs:
-            text = attrs["limit"]
-            if self._metric() == Quota.Metric.COST:
-                if not _AMOUNT_RE.match(text):
-                    raise serializers.ValidationError(
-                        {"limit": ["Enter an amount such as 5.00 (at most 9 decimals)."]}
-                    )
-                attrs["limit"] = to_nanos(text)
-            else:
-                if not _COUNT_RE.match(text) or int(text) > MAX_AMOUNT:
-                    raise serializers.ValidationError(
-                        {"limit": ["Enter a whole number of requests or tokens."]}
-                    )
-                attrs["limit"] = int(text)
+            try:
+                attrs["limit"] = limit_parse(metric=self._metric(), text=attrs["limit"])
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError({"limit": exc.messages}) from None
         return attrs
 
 

@@ -11,7 +11,7 @@ class Quota(models.Model):
     class Metric(models.TextChoices):
         REQUESTS = "requests", "Requests"
         TOKENS = "tokens", "Tokens"
-        COST = "cost", "Cost (nanos)"
+        COST = "cost", "Cost (money)"
 
     class Period(models.TextChoices):
         MINUTE = "minute", "Minute"
@@ -42,7 +42,9 @@ class Quota(models.Model):
     )
     metric = models.CharField(max_length=16, choices=Metric.choices)
     period = models.CharField(max_length=16, choices=Period.choices)
-    limit = models.BigIntegerField(help_text="Requests, tokens, or cost in nanos.")
+    limit = models.BigIntegerField(
+        help_text="Requests, tokens, or cost (stored in nanos, entered as an amount)."
+    )
     reset_time = models.TimeField(
         null=True, blank=True, help_text="Day/month periods start at this time (UTC)."
     )

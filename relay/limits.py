@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from billing.pricing import Price, token_cost
+from quotas.amounts import quota_phrase
 from quotas.counters import Check, Plan, Refusal
 from quotas.periods import period_bounds
 
@@ -195,7 +196,7 @@ _MESSAGES = {
     "user_rpm": "Rate limit reached: this account may make {limit} requests per minute.",
     "tpm": "Rate limit reached: this key may use {limit} tokens per minute.",
     "concurrency": "Too many requests in flight: this key allows {limit} at a time.",
-    "quota": "Quota exceeded: {limit} {metric} per {period} for this {owner}.",
+    "quota": "Quota exceeded: {phrase} for this {owner}.",
 }
 
 
@@ -230,9 +231,11 @@ def refusal_error(refusal: Refusal, key: KeyInfo) -> RelayError:
         quota_id = refusal.check.quota_id if refusal.check else None
         quota = next((q for q in key.quotas if q.id == quota_id), None)
         message = message.format(
-            limit=refusal.limit,
-            metric=quota.metric if quota else "units",
-            period=quota.period if quota else "period",
+            phrase=quota_phrase(
+                metric=quota.metric if quota else "units",
+                limit=refusal.limit,
+                period=quota.period if quota else "period",
+            ),
             owner="key" if quota and quota.owner == "key" else "account",
         )
         return RelayError(429, message, type="insufficient_quota", code="quota_exceeded", headers=headers)

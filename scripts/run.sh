@@ -16,9 +16,11 @@ done
 
 mkdir -p "${DATA_DIR:-var}/static"  # whitenoise serves app files from their finders; the root must exist
 "$BIN/python" manage.py migrate --noinput --verbosity 0
-out=$("$BIN/python" manage.py bootstrap --upstream-url "http://127.0.0.1:${FAKE_UPSTREAM_PORT}/v1")
-echo "$out" | sed '$d'
-key=$(echo "$out" | tail -n 1 | sed 's/^DEMO_API_KEY=//')
+out=$("$BIN/python" manage.py bootstrap --demo --upstream-url "http://127.0.0.1:${FAKE_UPSTREAM_PORT}/v1")
+echo "$out" | grep -v '^DEMO_'
+key=$(echo "$out" | sed -n 's/^DEMO_API_KEY=//p')
+password=$(echo "$out" | sed -n 's/^DEMO_PASSWORD=//p')
+admin_user="${ADMIN_USERNAME:-admin}"
 
 "$BIN/python" -m tests.fakes.upstream --host 127.0.0.1 --port "$FAKE_UPSTREAM_PORT" &
 fake_pid=$!
@@ -26,10 +28,12 @@ trap 'kill $fake_pid 2>/dev/null || true' EXIT INT TERM
 
 cat <<INFO
 
-  Gateway:        http://127.0.0.1:${PORT}/  (relay at /v1, operator console at /admin/)
-  Dashboard:      http://127.0.0.1:${PORT}/dashboard/   API docs: http://127.0.0.1:${PORT}/api/docs/
+  Relay:          http://127.0.0.1:${PORT}/v1
+  Console:        http://127.0.0.1:${PORT}/admin/      (operator '${admin_user}': password printed when it was created)
+  Dashboard:      http://127.0.0.1:${PORT}/dashboard/  (log in as 'demo', password ${password}; new on every run)
+  API docs:       http://127.0.0.1:${PORT}/api/docs/   (also http://127.0.0.1:${PORT}/api/redoc/)
   Health:         http://127.0.0.1:${PORT}/health/ready
-  Demo API key:   ${key}
+  Demo API key:   ${key}  (replaces the previous run's demo key)
   Try it:
     curl http://127.0.0.1:${PORT}/v1/chat/completions \\
       -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" \\

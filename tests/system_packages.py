@@ -7,10 +7,24 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+
+# (what needs it, the paths that must exist, the Debian packages that provide them)
+CHROMIUM = (
+    "the browser tests",
+    ("/usr/bin/chromium", "/usr/bin/chromedriver"),
+    ("chromium", "chromium-driver"),
+)
+NODE = ("the Claude Code and Codex tests", ("node", "npm"), ("nodejs", "npm"))
+NEEDED = (CHROMIUM, NODE)
 
 
 class Unavailable(Exception):
     """The packages are missing and cannot be installed here; the text says why."""
+
+
+def _missing(paths: tuple[str, ...]) -> list[str]:
+    return [p for p in paths if not (os.path.exists(p) if "/" in p else shutil.which(p))]
 
 
 def ensure(paths: tuple[str, ...], packages: tuple[str, ...]) -> None:
@@ -18,7 +32,7 @@ def ensure(paths: tuple[str, ...], packages: tuple[str, ...]) -> None:
     installing ``packages`` with apt-get when one is missing."""
 
     def missing() -> list[str]:
-        return [p for p in paths if not (os.path.exists(p) if "/" in p else shutil.which(p))]
+        return _missing(paths)
 
     if not missing():
         return
@@ -44,3 +58,33 @@ def ensure(paths: tuple[str, ...], packages: tuple[str, ...]) -> None:
         raise Unavailable(
             f"apt-get installed {' '.join(packages)} but {', '.join(missing())} is still missing"
         )
+
+
+def preflight() -> str | None:
+    """Before ``make test``: install what is missing when root; otherwise the one line that
+    names the missing packages and the command that installs them (None: all there)."""
+    wanted = [(why, packages) for why, paths, packages in NEEDED if _missing(paths)]
+    if not wanted:
+        return None
+    packages = tuple(name for _, names in wanted for name in names)
+    uses = " and ".join(why for why, _ in wanted)
+    if shutil.which("apt-get") is None:
+        return f"make test: {' '.join(packages)} missing ({uses}); install them with your package manager"
+    if os.geteuid() != 0:
+        return (
+            f"make test: {' '.join(packages)} missing ({uses}); install them first: "
+            f"sudo apt-get install -y --no-install-recommends {' '.join(packages)}"
+        )
+    for _, paths, names in NEEDED:
+        try:
+            ensure(paths, names)
+        except Unavailable as exc:
+            return f"make test: {exc}"
+    return None
+
+
+if __name__ == "__main__":
+    problem = preflight()
+    if problem:
+        print(problem, file=sys.stderr)
+        sys.exit(1)

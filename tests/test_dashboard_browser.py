@@ -4,8 +4,10 @@ server. Nothing is downloaded but from the distribution's registry (no Selenium 
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,8 +19,7 @@ from tests import system_packages
 from tests.conftest import wait_usage
 from tests.factories import UserFactory
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM, CHROMEDRIVER = system_packages.CHROMIUM[1]
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -31,6 +32,10 @@ FLAGS = (
     "--window-size=1280,1000",
 )
 PASSWORD = "correct horse battery staple"
+# screenshots of what the browser tests saw, kept after the run (CI may collect the folder)
+ARTIFACTS = Path(
+    os.environ.get("TEST_ARTIFACTS_DIR", Path(__file__).resolve().parent.parent / "var" / "test-artifacts")
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +43,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def browser(monkeypatch):
     try:
-        system_packages.ensure((CHROMIUM, CHROMEDRIVER), ("chromium", "chromium-driver"))
+        system_packages.ensure(*system_packages.CHROMIUM[1:])
     except system_packages.Unavailable as exc:
         pytest.fail(f"the browser test needs Debian's Chromium: {exc}", pytrace=False)
     from selenium import webdriver
@@ -84,6 +89,18 @@ def click_and_wait(browser, element, heading: str) -> None:
     wait.until(expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), heading))
 
 
+def chat(gateway, key: str, text: str) -> httpx.Response:
+    """One chat completion through the relay with ``key``; it must succeed."""
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]},
+        timeout=20,
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
 def test_log_in_create_a_key_and_call_the_relay_with_it(gateway, world, fake, browser):
     from selenium.webdriver.common.by import By
 
@@ -115,13 +132,7 @@ def test_log_in_create_a_key_and_call_the_relay_with_it(gateway, world, fake, br
         f"{key.prefix}…"
     ]
 
-    response = httpx.post(
-        f"{gateway.url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {plain}"},
-        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello from the dashboard"}]},
-        timeout=20,
-    )
-    assert response.status_code == 200, response.text
+    response = chat(gateway, plain, "hello from the dashboard")
     assert (
         response.json()["choices"][0]["message"]["content"] == "This is a fake answer from the fake upstream."
     )
@@ -133,6 +144,55 @@ def test_log_in_create_a_key_and_call_the_relay_with_it(gateway, world, fake, br
     assert any("gpt-4o-mini" in row.text for row in rows)
     assert "1 request costing" in browser.find_element(By.ID, "chart-desc").text
     assert UsageLog.objects.filter(user=alice).count() == 1
+
+
+def save_screenshot(browser, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    assert browser.save_screenshot(str(path)), f"no screenshot saved at {path}"
+    return path
+
+
+def test_sign_up_create_a_key_call_the_relay_and_see_the_usage(gateway, world, fake, browser, settings):
+    """A newcomer's first hour: the login page's sign-up link, a key, one request, and the
+    request and its cost on the Usage page."""
+    from selenium.webdriver.common.by import By
+
+    from accounts import services as account_services
+    from accounts.models import User
+    from billing.models import BillingRecord
+    from core.money import format_money, to_nanos
+
+    settings.ALLOW_REGISTRATION = True
+    world.route(world.provider(fake))
+    browser.get(f"{gateway.url}/dashboard/login/")
+    click_and_wait(browser, browser.find_element(By.ID, "sign-up-link"), "Create an account")
+    browser.find_element(By.ID, "id_username").send_keys("newcomer")
+    browser.find_element(By.ID, "id_password1").send_keys(PASSWORD)
+    browser.find_element(By.ID, "id_password2").send_keys(PASSWORD)
+    click_and_wait(browser, browser.find_element(By.ID, "sign-up"), "API keys")
+    assert "Welcome, newcomer" in browser.find_element(By.CSS_SELECTOR, ".messages").text
+    user = User.objects.get(username="newcomer")
+    # a new account starts at $0: the operator tops it up (as in the console's Adjust balance)
+    account_services.user_adjust_balance(
+        user=user, amount=to_nanos("5"), kind=BillingRecord.Kind.TOPUP, description="welcome credit"
+    )
+
+    browser.find_element(By.ID, "id_name").send_keys("first key")
+    click_and_wait(browser, browser.find_element(By.ID, "create-key"), "API keys")
+    plain = browser.find_element(By.ID, "new-key").text
+    assert APIKey.objects.get(key_hash=hash_key(plain)).user_id == user.pk
+
+    response = chat(gateway, plain, "hello, I am new here")
+    log = wait_usage(response.headers["x-request-id"])
+    assert log.user_id == user.pk and log.cost > 0
+
+    click_and_wait(browser, browser.find_element(By.LINK_TEXT, "Usage"), "Usage")
+    rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")]
+    assert any("gpt-4o-mini" in row and format_money(log.cost) in row for row in rows), rows
+    assert "1 request costing" in browser.find_element(By.ID, "chart-desc").text
+    shot = save_screenshot(browser, "signup-key-request-usage")
+    assert shot.stat().st_size > 10_000
 
 
 def csp_violations(browser) -> list[str]:

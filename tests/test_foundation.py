@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
 
 from accounts import services as account_services
 from accounts.models import User
-from billing.models import BillingRecord
+from billing.models import BillingRecord, ModelPrice
 from core.money import format_money, from_nanos, to_nanos
 from keys import services as key_services
 from keys.models import APIKey
@@ -142,7 +142,7 @@ def test_money_is_exact_nanos():
         to_nanos("0.0000000001")
     with pytest.raises(ValueError):
         to_nanos("abc")
-    assert format_money(to_nanos("-1.5")) == "-$1.500000"
+    assert format_money(to_nanos("-1.5")) == "-$1.50"
 
 
 # --- services ---------------------------------------------------------------------------
@@ -389,32 +389,75 @@ def test_admin_actions_go_through_services(client, staff, user):
 # --- bootstrap --------------------------------------------------------------------------
 
 
+def _bootstrap(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("bootstrap", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
 @pytest.mark.django_db
-def test_bootstrap_is_idempotent_and_ends_with_the_demo_key(monkeypatch):
+def test_bootstrap_demo_is_idempotent_and_ends_with_password_and_key(monkeypatch):
     monkeypatch.setenv("ADMIN_PASSWORD", "admin-pass-123")
-    out = io.StringIO()
-    call_command(
-        "bootstrap", "--upstream-url", "http://127.0.0.1:9999/v1", "--models", "gpt-4o-mini,x-1", stdout=out
-    )
-    last = out.getvalue().strip().splitlines()[-1]
-    assert last.startswith("DEMO_API_KEY=sk-gw-")
-    key = last.split("=", 1)[1]
+    demo_args = ("--demo", "--upstream-url", "http://127.0.0.1:9999/v1", "--models", "gpt-4o-mini,x-1")
+    out, err = _bootstrap(*demo_args)
+    password_line, key_line = out.strip().splitlines()[-2:]
+    assert key_line.startswith("DEMO_API_KEY=sk-gw-") and password_line.startswith("DEMO_PASSWORD=")
+    key = key_line.split("=", 1)[1]
     assert APIKey.objects.get(key_hash=key_services.hash_key(key)).user.username == "demo"
     admin = User.objects.get(username="admin")
     assert admin.is_superuser and admin.check_password("admin-pass-123")
     demo = User.objects.get(username="demo")
-    assert demo.balance == to_nanos("100")
+    assert demo.balance == to_nanos("100") and demo.check_password(password_line.split("=", 1)[1])
     assert BillingRecord.objects.filter(user=demo).count() == 1
+    assert ModelPrice.objects.get(model__slug="gpt-4o-mini").input_per_1m == to_nanos("0.15")
+    assert not ModelPrice.objects.filter(model__slug="x-1").exists(), "no invented price"
+    assert "WARNING: no price for x-1" in err
 
-    out2 = io.StringIO()
-    call_command(
-        "bootstrap", "--upstream-url", "http://127.0.0.1:9999/v1", "--models", "gpt-4o-mini,x-1", stdout=out2
-    )
-    key2 = out2.getvalue().strip().splitlines()[-1].split("=", 1)[1]
+    own = key_services.api_key_create(user=demo, name="my own").key
+    out2, _ = _bootstrap(*demo_args[:1], "--upstream-url", "http://127.0.0.1:9998/v1", *demo_args[3:])
+    key2 = out2.strip().splitlines()[-1].split("=", 1)[1]
     assert key2 != key
+    live = APIKey.objects.filter(user=demo).exclude(status=APIKey.Status.REVOKED)
+    assert sorted(k.pk for k in live) == sorted(
+        [own.pk, APIKey.objects.get(key_hash=key_services.hash_key(key2)).pk]
+    )
     assert User.objects.filter(username__in=["admin", "demo"]).count() == 2
-    assert Provider.objects.count() == 1
+    assert Provider.objects.get().base_url == "http://127.0.0.1:9998/v1", "the untouched demo fake follows"
     assert BillingRecord.objects.filter(user=demo).count() == 1  # credit given once
+    assert ModelPrice.objects.count() == 1
     from providers.models import ProviderModel
 
     assert ProviderModel.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_bootstrap_leaves_a_provider_the_operator_changed():
+    _bootstrap("--demo", "--upstream-url", "http://127.0.0.1:9999/v1", "--models", "gpt-4o-mini")
+    provider = Provider.objects.get()
+    provider.base_url = "https://api.openai.com/v1"
+    provider.save(update_fields=["base_url"])
+    out, _ = _bootstrap("--demo", "--upstream-url", "http://127.0.0.1:9999/v1", "--models", "gpt-4o-mini")
+    assert "left as it is" in out
+    assert Provider.objects.get().base_url == "https://api.openai.com/v1"
+
+
+@pytest.mark.django_db
+def test_bootstrap_for_production_makes_no_demo_and_invents_no_price():
+    args = ("--upstream-url", "https://api.openai.com/v1", "--upstream-key", "sk-real", "--models")
+    out, err = _bootstrap(*args, "gpt-4o-mini,gpt-4o", "--price", "gpt-4o-mini=0.15,0.60,0.075")
+    assert "DEMO" not in out and not User.objects.filter(username="demo").exists()
+    assert not APIKey.objects.exists()
+    provider = Provider.objects.get()
+    assert provider.name == "upstream" and provider.base_url == "https://api.openai.com/v1"
+    price = ModelPrice.objects.get(model__slug="gpt-4o-mini")
+    assert (price.input_per_1m, price.output_per_1m, price.cached_input_per_1m) == (
+        to_nanos("0.15"), to_nanos("0.6"), to_nanos("0.075"),
+    )  # fmt: skip
+    assert not ModelPrice.objects.filter(model__slug="gpt-4o").exists()
+    assert "WARNING: no price for gpt-4o: requests to it cost nothing" in err
+    _, err2 = _bootstrap(*args, "gpt-4o-mini,gpt-4o", "--price", "gpt-4o=2.50,10")
+    assert err2 == "" and ModelPrice.objects.count() == 2 and not APIKey.objects.exists()
+    with pytest.raises(CommandError, match="--upstream-url"):
+        call_command("bootstrap", "--provider-name", "other", stdout=io.StringIO())
+    with pytest.raises(CommandError, match="MODEL=INPUT,OUTPUT"):
+        _bootstrap(*args, "gpt-4o", "--price", "gpt-4o=1")

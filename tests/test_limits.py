@@ -206,3 +206,25 @@ def test_usage_log_per_request(gateway, world, route):
     )
     log = wait_usage(response.headers["x-request-id"])
     assert log.cost == to_nanos("0.000001") * 2 + to_nanos("0.000002") * 9
+
+
+def test_cost_quota_refusal_names_the_limit_in_money(gateway, world, route):
+    user = world.user("money-quota")
+    key = world.key(user)
+    from keys.models import APIKey
+
+    api_key = APIKey.objects.get(user=user)
+    Quota.objects.create(api_key=api_key, metric="cost", period="day", limit=to_nanos("0.00001"))
+    refused = httpx.post(
+        f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=BODY
+    )
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["code"] == "quota_exceeded"
+    assert error["message"] == "Quota exceeded: $0.00001 of spending per day for this key."
+
+
+def test_usage_of_a_key_without_traffic_is_a_plain_decimal(gateway, world, route):
+    key = world.key(world.user("no-traffic"))
+    usage = httpx.get(f"{gateway.url}/v1/usage", headers={"Authorization": f"Bearer {key}"}).json()
+    assert usage["total"]["cost"] == "0.000000000"  # not "0E-9"

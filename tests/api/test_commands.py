@@ -172,7 +172,7 @@ def test_create_user(monkeypatch, settings):
 
     monkeypatch.setenv("CAROL_PASSWORD", "a long enough passphrase")
     output = run("create_user", "carol", "--password-env", "CAROL_PASSWORD", "--credit", "5", "--staff")
-    assert "created user carol" in output and "balance $5.000000" in output
+    assert "created user carol" in output and "balance $5.00" in output
     carol = User.objects.get(username="carol")
     assert carol.is_staff and carol.check_password("a long enough passphrase")
     assert carol.balance == to_nanos("5") and BillingRecord.objects.get(user=carol).kind == "topup"
@@ -240,3 +240,74 @@ def test_make_run_on_a_busy_port_says_so_before_doing_anything(tmp_path):
         )
     assert done.returncode == 1 and done.stdout == ""
     assert f"port {port} is in use" in done.stderr and "Traceback" not in done.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_make_run_banner_lets_the_newcomer_in(tmp_path):
+    """scripts/run.sh (`make run`) prints the console, dashboard and docs URLs and the demo
+    login; the printed password opens the dashboard and the printed key answers."""
+    import os
+    import re
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    port, fake_port = _free_port(), _free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PORT": str(port),
+        "FAKE_UPSTREAM_PORT": str(fake_port),
+        "DATA_DIR": str(tmp_path),
+    }
+    output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    server = subprocess.Popen(["bash", "scripts/run.sh"], cwd=root, env=env, start_new_session=True, **output)
+    try:
+        banner = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("Try it:" in line for line in banner):
+            line = server.stdout.readline()
+            if not line:
+                break
+            banner.append(line)
+        text = "".join(banner)
+        base = f"http://127.0.0.1:{port}"
+        for url in (f"{base}/admin/", f"{base}/dashboard/", f"{base}/api/docs/"):
+            assert url in text, text
+        password = re.search(r"log in as 'demo', password (\S+);", text).group(1)
+        key = re.search(r"Demo API key:\s+(sk-gw-\S+)", text).group(1)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            for _ in range(100):
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            login = client.get("/dashboard/login/")
+            response = client.post(
+                "/dashboard/login/",
+                data={
+                    "username": "demo",
+                    "password": password,
+                    "csrfmiddlewaretoken": login.cookies["csrftoken"],
+                },
+                follow_redirects=True,
+            )
+            assert "Hello, demo" in response.text
+            chat = client.post(
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
+            )
+            assert chat.status_code == 200, chat.text
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        server.stdout.close()

@@ -119,7 +119,7 @@ def test_billing_page_and_redeem(browser, alice):
     response = post(browser, "/dashboard/billing/", {"code": code})
     assert response.status_code == 302
     page = browser.get("/dashboard/billing/").content.decode()
-    assert "Redeemed $3.000000" in page and "$13.000000" in page
+    assert "Redeemed $3.00" in page and "$13.00" in page
     again = post(browser, "/dashboard/billing/", {"code": code})
     assert again.status_code == 400 and b"already been used" in again.content
 
@@ -134,3 +134,48 @@ def test_logout(browser):
     response = post(browser, "/dashboard/logout/")
     assert response.status_code == 302
     assert browser.get("/dashboard/").status_code == 302
+
+
+# --- sign-up -------------------------------------------------------------------------------------
+
+
+def _signup(client, **fields):
+    page = client.get("/dashboard/signup/")
+    assert page.status_code == 200
+    data = {"username": "newcomer", "email": "", "password1": "a fine long passphrase"}
+    data = {**data, "password2": data["password1"], **fields}
+    return client.post("/dashboard/signup/", {**data, "csrfmiddlewaretoken": page.cookies["csrftoken"].value})
+
+
+def test_sign_up_logs_in_and_leads_to_the_keys(settings):
+    settings.ALLOW_REGISTRATION = True
+    client = Client(enforce_csrf_checks=True)
+    assert 'href="/dashboard/signup/"' in client.get("/dashboard/login/").content.decode()
+    response = _signup(client)
+    assert response.status_code == 302 and response["Location"] == "/dashboard/keys/"
+    page = client.get("/dashboard/keys/").content.decode()
+    assert "Welcome, newcomer" in page
+    from accounts.models import User
+
+    user = User.objects.get(username="newcomer")
+    assert user.check_password("a fine long passphrase") and not user.is_staff and user.balance == 0
+
+
+def test_sign_up_checks_like_the_api(settings, alice):
+    settings.ALLOW_REGISTRATION = True
+    taken = _signup(Client(enforce_csrf_checks=True), username="alice")
+    assert taken.status_code == 400 and "already exists" in taken.content.decode()
+    weak = _signup(Client(enforce_csrf_checks=True), password1="12345678", password2="12345678")
+    assert weak.status_code == 400 and "too common" in weak.content.decode()
+    differ = _signup(Client(enforce_csrf_checks=True), password2="another long passphrase")
+    assert differ.status_code == 400 and "The two passwords differ" in differ.content.decode()
+    from accounts.models import User
+
+    assert User.objects.count() == 1
+
+
+def test_sign_up_is_closed_when_registration_is_off(settings):
+    settings.ALLOW_REGISTRATION = False
+    client = Client()
+    assert client.get("/dashboard/signup/").status_code == 404
+    assert "/dashboard/signup/" not in client.get("/dashboard/login/").content.decode()

@@ -44,7 +44,7 @@ def dead_proxies() -> dict[str, str]:
 def _ensure_npm() -> str:
     """The npm executable; installs Debian's nodejs and npm when missing."""
     try:
-        system_packages.ensure(("node", "npm"), ("nodejs", "npm"))
+        system_packages.ensure(*system_packages.NODE[1:])
     except system_packages.Unavailable as exc:
         pytest.skip(f"npm cannot be had: {exc}")
     return shutil.which("npm")

@@ -1,14 +1,33 @@
-"""Idempotent first-run setup: admin, demo user with credit, demo provider, models, prices, key.
+"""First-run setup, safe to rerun: the operator, one provider, its models and their prices.
 
-The last line of output is exactly ``DEMO_API_KEY=<key>``. A demo key is made when the demo
-user has no active key whose plain text we could show, i.e. on every run: keys are stored
-hashed, so an existing key can never be printed again, and each run issues a fresh one.
+Production (the README's recipe)::
+
+    manage.py bootstrap --upstream-url https://api.openai.com/v1 --upstream-key sk-... \\
+        --models gpt-4o-mini,gpt-4o --price gpt-4o-mini=0.15,0.60,0.075 --price gpt-4o=2.50,10,1.25
+
+creates no user but the operator and never invents a price: a model without ``--price`` is
+created unpriced (its requests cost nothing) and the command says so loudly, once per model.
+
+``--demo`` (what ``make run`` uses) adds the demo side: a ``demo`` user with $100 of credit
+and a fresh password, the built-in list prices for the models it knows, and one demo key.
+The demo key is replaced on every run (the previous one is revoked: keys are stored hashed,
+so an old one can never be printed again), so reruns do not multiply keys. The last two lines
+are exactly ``DEMO_PASSWORD=<password>`` and ``DEMO_API_KEY=<key>``.
+
+A provider that exists is left as the operator set it. The one exception is the demo
+provider while it still points at a loopback fake with no credentials (``make run`` on
+another ``FAKE_UPSTREAM_PORT``); ``--update-provider`` forces the URL, type and key.
+
+Each step is one small method called in order from ``handle``; a new step (another
+provider, a tool's price) is one more method and one more line there.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from decimal import Decimal
+from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
@@ -16,8 +35,9 @@ from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.models import User
+from billing import services as billing_services
 from billing.models import BillingRecord, ModelPrice
-from core.money import to_nanos
+from core.money import format_money, to_nanos
 from keys import services as key_services
 from keys.models import APIKey
 from providers import services as provider_services
@@ -25,9 +45,14 @@ from providers.models import Model, Provider, ProviderModel
 
 DEFAULT_UPSTREAM = "http://127.0.0.1:9100/v1"
 DEMO_PROVIDER = "demo-upstream"
+PROVIDER = "upstream"
+DEMO_USER = "demo"
 DEMO_CREDIT = to_nanos("100")
+DEMO_KEY_MARK = {"bootstrap": "demo"}
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
-# (slug, type, input $/1M, output $/1M, cached input $/1M)
+# The demo's prices: list prices ($ per 1M tokens) of the models it knows, used with --demo only.
+# (slug, type, input, output, cached input)
 KNOWN_MODELS = {
     "gpt-4o-mini": (Model.Type.CHAT, "0.15", "0.60", "0.075"),
     "gpt-4o": (Model.Type.CHAT, "2.50", "10.00", "1.25"),
@@ -36,38 +61,89 @@ KNOWN_MODELS = {
     "claude-3-5-sonnet-latest": (Model.Type.CHAT, "3.00", "15.00", "0.30"),
 }
 DEFAULT_MODELS = "gpt-4o-mini,gpt-4o,gpt-3.5-turbo-instruct,text-embedding-3-small"
+PRICE_FIELDS = ("input_per_1m", "output_per_1m", "cached_input_per_1m")
+
+
+def parse_price(text: str) -> tuple[str, dict[str, int]]:
+    """``"gpt-4o=2.50,10,1.25"`` -> ("gpt-4o", input, output, cached input in nanos per 1M)."""
+    slug, sep, amounts = text.partition("=")
+    parts = [part.strip() for part in amounts.split(",")]
+    if not sep or not slug.strip() or not 2 <= len(parts) <= 3:
+        raise CommandError(f"--price {text!r}: write MODEL=INPUT,OUTPUT[,CACHED_INPUT] in $ per 1M tokens")
+    try:
+        nanos = [to_nanos(part) for part in parts]
+    except ValueError as exc:
+        raise CommandError(f"--price {text!r}: {exc}") from None
+    if any(value < 0 for value in nanos):
+        raise CommandError(f"--price {text!r}: a price cannot be negative")
+    return slug.strip(), dict(zip(PRICE_FIELDS, nanos, strict=False))
 
 
 class Command(BaseCommand):
-    help = "Create the admin, a demo user, provider, models, prices and key (idempotent)."
+    help = (
+        "Create the operator, a provider, its models and prices (idempotent); "
+        "--demo adds the demo user, list prices and a demo key."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--upstream-url", default=DEFAULT_UPSTREAM, help="Base URL of the demo provider.")
-        parser.add_argument("--upstream-key", default="", help="API key of the demo provider.")
-        parser.add_argument("--upstream-type", default="openai", choices=["openai", "anthropic"])
+        parser.add_argument("--demo", action="store_true", help="Also the demo user, list prices and a key.")
+        parser.add_argument("--upstream-url", help=f"Base URL of the provider (--demo: {DEFAULT_UPSTREAM}).")
+        parser.add_argument("--upstream-key", default="", help="API key of the provider.")
+        parser.add_argument("--upstream-type", default="openai", choices=[t.value for t in Provider.Type])
+        parser.add_argument("--provider-name", help=f"Default {PROVIDER!r} ({DEMO_PROVIDER!r} with --demo).")
+        parser.add_argument(
+            "--update-provider",
+            action="store_true",
+            help="Set the URL, type and key of an existing provider.",
+        )
         parser.add_argument("--models", default=DEFAULT_MODELS, help="Comma-separated model slugs.")
+        parser.add_argument(
+            "--price",
+            action="append",
+            default=[],
+            metavar="MODEL=IN,OUT[,CACHED]",
+            help="Price of a model in $ per 1M tokens (repeat per model); no price, no charge.",
+        )
 
     def handle(self, *args, **options):
         models = [m.strip() for m in options["models"].split(",") if m.strip()]
         if not models:
             raise CommandError("--models names no model")
-        upstream_url = options["upstream_url"].rstrip("/")
-        if not upstream_url.startswith(("http://", "https://")):
-            raise CommandError(f"--upstream-url must be an http(s) URL, got {upstream_url!r}")
+        prices = dict(parse_price(text) for text in options["price"])
+        if unknown := sorted(set(prices) - set(models)):
+            raise CommandError(f"--price names models not in --models: {', '.join(unknown)}")
+        demo = options["demo"]
+        name = options["provider_name"] or (DEMO_PROVIDER if demo else PROVIDER)
+        url = options["upstream_url"] or (DEFAULT_UPSTREAM if demo else None)
+        if url is None and not Provider.objects.filter(name=name).exists():
+            raise CommandError(
+                "give --upstream-url (and --upstream-key) of the provider to create, or --demo for the "
+                "local demo against the bundled fake upstream"
+            )
+        if url is not None:
+            url = url.rstrip("/")
+            if not url.startswith(("http://", "https://")):
+                raise CommandError(f"--upstream-url must be an http(s) URL, got {url!r}")
+        if demo:
+            prices = {**self._list_prices(models), **prices}
         with transaction.atomic():
-            self._admin()
-            demo = self._demo_user()
-            provider = self._provider(upstream_url, options["upstream_key"], options["upstream_type"])
-            for slug in models:
-                self._model(provider, slug)
-            issued = key_services.api_key_create(user=demo, name=f"demo {timezone.now():%Y-%m-%d %H:%M}")
-        self.stdout.write(f"demo user 'demo' has {APIKey.objects.filter(user=demo).count()} key(s)")
-        self.stdout.write(f"DEMO_API_KEY={issued.plain}")
+            self._operator()
+            provider = self._provider(name, url, options, demo=demo)
+            unpriced = [slug for slug in models if not self._model(provider, slug, prices.get(slug))]
+            # more providers or tool prices: one method each (like _model), called here
+            if demo:
+                password, key = self._demo_user(), self._demo_key()
+        self._warn_unpriced(unpriced)
+        if demo:
+            self.stdout.write(f"DEMO_PASSWORD={password}")
+            self.stdout.write(f"DEMO_API_KEY={key}")
 
-    def _admin(self) -> None:
+    # --- steps -----------------------------------------------------------------------------------
+
+    def _operator(self) -> None:
         username = os.environ.get("ADMIN_USERNAME", "admin")
         if User.objects.filter(username=username).exists():
-            self.stdout.write(f"admin user {username!r} exists")
+            self.stdout.write(f"operator {username!r} exists")
             return
         password = os.environ.get("ADMIN_PASSWORD") or secrets.token_urlsafe(12)
         account_services.user_create(
@@ -78,53 +154,110 @@ class Command(BaseCommand):
             is_superuser=True,
         )
         if os.environ.get("ADMIN_PASSWORD"):
-            self.stdout.write(f"created admin user {username!r} with the password from ADMIN_PASSWORD")
+            self.stdout.write(f"created operator {username!r} with the password from ADMIN_PASSWORD")
         else:
-            self.stdout.write(f"created admin user {username!r} with password: {password}  (shown once)")
+            self.stdout.write(f"created operator {username!r} with password: {password}  (shown once)")
 
-    def _demo_user(self) -> User:
-        demo = User.objects.filter(username="demo").first()
-        if demo is None:
-            demo = account_services.user_create(username="demo", password=None, email="demo@example.com")
-            account_services.user_adjust_balance(
-                user=demo, amount=DEMO_CREDIT, kind=BillingRecord.Kind.TOPUP, description="demo credit"
-            )
-            self.stdout.write("created demo user 'demo' with $100.00 of credit")
-        return demo
-
-    def _provider(self, url: str, key: str, provider_type: str) -> Provider:
-        provider = Provider.objects.filter(name=DEMO_PROVIDER).first()
+    def _provider(self, name: str, url: str | None, options: dict, *, demo: bool) -> Provider:
+        key, kind = options["upstream_key"], options["upstream_type"]
+        provider = Provider.objects.filter(name=name).first()
         if provider is None:
             provider = provider_services.provider_create(
-                name=DEMO_PROVIDER, type=provider_type, base_url=url, api_key=key, health_check_model=""
+                name=name, type=kind, base_url=url, api_key=key, health_check_model=""
             )
-            self.stdout.write(f"created provider {DEMO_PROVIDER!r} -> {url}")
-        else:
-            provider.base_url = url
-            provider.type = provider_type
+            self.stdout.write(f"created provider {name!r} -> {url}")
+            return provider
+        untouched_demo = demo and _is_local_fake(provider) and provider.type == kind and not key
+        if url is not None and url != provider.base_url and (options["update_provider"] or untouched_demo):
+            provider.base_url, provider.type = url, kind
             provider.save(update_fields=["base_url", "type", "updated_at"])
-            if key:
-                provider_services.provider_set_credentials(provider=provider, api_key=key)
-            self.stdout.write(f"provider {DEMO_PROVIDER!r} points at {url}")
+            self.stdout.write(f"provider {name!r} now points at {url}")
+        elif url is not None and url != provider.base_url:
+            self.stdout.write(
+                f"provider {name!r} exists and points at {provider.base_url}: left as it is "
+                "(an operator changed it; --update-provider to overwrite)"
+            )
+        else:
+            self.stdout.write(f"provider {name!r} exists ({provider.base_url})")
+        if key and options["update_provider"]:
+            provider_services.provider_set_credentials(provider=provider, api_key=key)
         return provider
 
-    def _model(self, provider: Provider, slug: str) -> None:
-        kind, price_in, price_out, price_cached = KNOWN_MODELS.get(
-            slug, (Model.Type.CHAT, "1.00", "2.00", "0")
-        )
+    def _list_prices(self, models: list[str]) -> dict[str, dict[str, int]]:
+        known = {slug: KNOWN_MODELS[slug][1:] for slug in models if slug in KNOWN_MODELS}
+        return {
+            slug: {
+                field: to_nanos(Decimal(amount)) for field, amount in zip(PRICE_FIELDS, amounts, strict=True)
+            }
+            for slug, amounts in known.items()
+        }
+
+    def _model(self, provider: Provider, slug: str, price: dict[str, int] | None) -> bool:
+        """The model, its route on ``provider`` and, given one, its price; False: unpriced."""
+        kind = KNOWN_MODELS.get(slug, (Model.Type.CHAT,))[0]
         model, created = Model.objects.get_or_create(
             slug=slug,
             defaults={"type": kind, "display_name": slug, "supports_tools": kind == Model.Type.CHAT},
         )
         ProviderModel.objects.get_or_create(provider=provider, model=model)
-        if not ModelPrice.objects.filter(model=model).exists():
-            ModelPrice.objects.create(
-                model=model,
-                input_per_1m=to_nanos(price_in),
-                output_per_1m=to_nanos(price_out),
-                cached_input_per_1m=to_nanos(price_cached),
-                effective_from=timezone.now(),
-                note="bootstrap default",
-            )
         if created:
-            self.stdout.write(f"created model {slug!r} with its price")
+            self.stdout.write(f"created model {slug!r}")
+        if ModelPrice.objects.filter(model=model).exists():
+            return True  # prices are versions the operator owns: a rerun adds none
+        if price is None:
+            return False
+        billing_services.model_price_create(model=model, **price, note="bootstrap")
+        shown = ", ".join(
+            f"{field.removesuffix('_per_1m')} {format_money(v, 9)}" for field, v in price.items()
+        )
+        self.stdout.write(f"priced {slug!r} per 1M tokens: {shown}")
+        return True
+
+    def _warn_unpriced(self, unpriced: list[str]) -> None:
+        if not unpriced:
+            return
+        self.stderr.write(
+            self.style.WARNING(
+                f"WARNING: no price for {', '.join(unpriced)}: requests to "
+                f"{'it' if len(unpriced) == 1 else 'them'} cost nothing until you add one. Rerun with "
+                "--price MODEL=INPUT,OUTPUT[,CACHED] ($ per 1M tokens), or add it in the console "
+                "(/admin/billing/modelprice/add/) or POST /api/admin/prices/."
+            )
+        )
+
+    def _demo_user(self) -> str:
+        """The demo user (credit given once) with a fresh password, returned to print."""
+        password = secrets.token_urlsafe(9)
+        demo = User.objects.filter(username=DEMO_USER).first()
+        if demo is None:
+            demo = account_services.user_create(
+                username=DEMO_USER, password=password, email="demo@example.com"
+            )
+            account_services.user_adjust_balance(
+                user=demo, amount=DEMO_CREDIT, kind=BillingRecord.Kind.TOPUP, description="demo credit"
+            )
+            self.stdout.write(f"created demo user {DEMO_USER!r} with {format_money(DEMO_CREDIT)} of credit")
+        else:
+            account_services.user_change_password(user=demo, new_password=password)
+        return password
+
+    def _demo_key(self) -> str:
+        """One live demo key: the previous bootstrap key is revoked, the user's own keys stay."""
+        demo = User.objects.get(username=DEMO_USER)
+        old = APIKey.objects.filter(user=demo, metadata__bootstrap=DEMO_KEY_MARK["bootstrap"]).exclude(
+            status=APIKey.Status.REVOKED
+        )
+        for key in old:
+            key_services.api_key_revoke(key=key)
+        issued = key_services.api_key_create(
+            user=demo, name=f"demo {timezone.now():%Y-%m-%d %H:%M}", metadata=dict(DEMO_KEY_MARK)
+        )
+        live = APIKey.objects.filter(user=demo).exclude(status=APIKey.Status.REVOKED).count()
+        self.stdout.write(
+            f"demo user {DEMO_USER!r} has {live} live key(s) (the previous demo key is revoked)"
+        )
+        return issued.plain
+
+
+def _is_local_fake(provider: Provider) -> bool:
+    return urlsplit(provider.base_url).hostname in LOOPBACK_HOSTS and not provider.credentials_encrypted
