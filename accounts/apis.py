@@ -216,7 +216,7 @@ class RegisterApi(PublicApi):
         if not settings.ALLOW_REGISTRATION:
             raise exceptions.PermissionDenied("Registration is closed.")
         data = body(RegisterSerializer, request)
-        user = services.user_register(**data)
+        user = services.user_sign_up(**data)
         return Response(ProfileSerializer(user).data, status=status.HTTP_201_CREATED)
 
 

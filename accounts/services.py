@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -137,6 +138,22 @@ def user_register(
         user.full_name = full_name
         user.group = group
         user.save(update_fields=["full_name", "group", "updated_at"])
+    return user
+
+
+def user_sign_up(*, username: str, password: str, email: str = "", full_name: str = "") -> User:
+    """An account its owner created (``POST /auth/register`` or the dashboard's sign-up),
+    credited once with ``SIGNUP_CREDIT`` (a top-up ledger row) in the same transaction."""
+    with transaction.atomic():
+        user = user_register(username=username, password=password, email=email, full_name=full_name)
+        if settings.SIGNUP_CREDIT:
+            user_adjust_balance(
+                user=user,
+                amount=settings.SIGNUP_CREDIT,
+                kind=BillingRecord.Kind.TOPUP,
+                description="Sign-up credit",
+            )
+            user.refresh_from_db(fields=["balance"])
     return user
 
 

@@ -90,7 +90,7 @@ def signup(request):
         return render(request, "dashboard/signup.html", {"form": form}, status=429)
     data = form.cleaned_data
     try:
-        user = account_services.user_register(
+        user = account_services.user_sign_up(
             username=data["username"], email=data["email"], password=data["password1"]
         )
     except ValidationError as exc:

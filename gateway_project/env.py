@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from urllib.parse import urlparse
 
+from core.money import to_nanos
+
 
 class ConfigError(Exception):
     pass
@@ -49,6 +51,20 @@ def get_int(name: str, default: int, *, minimum: int | None = None) -> int:
     if minimum is not None and number < minimum:
         raise ConfigError(f"{name}: must be at least {minimum}, got {number}")
     return number
+
+
+def get_money(name: str, default: int = 0) -> int:
+    """An amount of money in the billing currency ("2.50"), returned in nanos; never negative."""
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        nanos = to_nanos(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+    if nanos < 0:
+        raise ConfigError(f"{name}: must not be negative, got {value!r}")
+    return nanos
 
 
 def get_list(name: str, default: list[str] | None = None) -> list[str]:

@@ -19,6 +19,7 @@ from .env import (
     get_duration,
     get_int,
     get_list,
+    get_money,
     get_redis_url,
     get_str,
 )
@@ -101,6 +102,8 @@ try:
     # stored Responses (/v1/responses with store: true) are deleted after this; 0 keeps them
     RESPONSES_RETENTION_DAYS = get_int("RESPONSES_RETENTION_DAYS", 30, minimum=0)
     ALLOW_REGISTRATION = get_bool("ALLOW_REGISTRATION", True)
+    # money given once to an account that signs itself up (API or dashboard), in nanos
+    SIGNUP_CREDIT = get_money("SIGNUP_CREDIT", 0)
     # outbound fetches made for others (core/outbound.py): exceptions to the public-address
     # rule as host:port entries, and the caps of one fetch
     OUTBOUND_ALLOWED_HOSTS = get_list("OUTBOUND_ALLOWED_HOSTS")

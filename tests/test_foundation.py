@@ -56,6 +56,9 @@ def run_django(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
         ("DJANGO_DEBUG", "maybe", "configuration error: DJANGO_DEBUG: expected a boolean"),
         ("JWT_ACCESS_TTL", "soon", "configuration error: JWT_ACCESS_TTL: expected a duration"),
         ("RELAY_MAX_BODY_BYTES", "12x", "configuration error: RELAY_MAX_BODY_BYTES: expected an integer"),
+        ("SIGNUP_CREDIT", "-1", "configuration error: SIGNUP_CREDIT: must not be negative"),
+        ("SIGNUP_CREDIT", "0.0000000001", "configuration error: SIGNUP_CREDIT: '0.0000000001' has more"),
+        ("SIGNUP_CREDIT", "lots", "configuration error: SIGNUP_CREDIT: not an amount"),
         ("CREDENTIALS_KEYS", "short", "configuration error: CREDENTIALS_KEYS: each key must be 32"),
     ],
 )

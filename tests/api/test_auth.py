@@ -34,6 +34,20 @@ def test_register_then_login(anon):
     assert set(tokens) == {"access", "refresh"}
 
 
+def test_register_grants_the_sign_up_credit_once(anon, settings, staff_api):
+    settings.SIGNUP_CREDIT = 2_500_000_000  # $2.50
+    response = anon.post("/auth/register", {"username": "frank", "password": STRONG})
+    assert response.status_code == 201, response.content
+    assert response.json()["balance"] == "2.500000000"
+    user = User.objects.get(username="frank")
+    ledger = list(user.ledger.values_list("kind", "amount", "balance_after", "description"))
+    assert ledger == [("topup", 2_500_000_000, 2_500_000_000, "Sign-up credit")]
+    # an account an operator creates is not a sign-up: no credit
+    made = staff_api.post("/api/admin/users/", {"username": "gina", "password": STRONG}, format="json")
+    assert made.status_code == 201, made.content
+    assert User.objects.get(username="gina").balance == 0
+
+
 def test_register_applies_password_validators_and_unique_username(anon, alice):
     weak = anon.post("/auth/register", {"username": "dave", "password": "password"})
     assert weak.status_code == 400 and "password" in weak.json()

@@ -161,6 +161,17 @@ def test_sign_up_logs_in_and_leads_to_the_keys(settings):
     assert user.check_password("a fine long passphrase") and not user.is_staff and user.balance == 0
 
 
+def test_sign_up_on_the_dashboard_gets_the_sign_up_credit(settings):
+    settings.ALLOW_REGISTRATION = True
+    settings.SIGNUP_CREDIT = 1_000_000_000
+    assert _signup(Client(enforce_csrf_checks=True)).status_code == 302
+    from accounts.models import User
+
+    user = User.objects.get(username="newcomer")
+    assert user.balance == 1_000_000_000
+    assert list(user.ledger.values_list("kind", "amount")) == [("topup", 1_000_000_000)]
+
+
 def test_sign_up_checks_like_the_api(settings, alice):
     settings.ALLOW_REGISTRATION = True
     taken = _signup(Client(enforce_csrf_checks=True), username="alice")
