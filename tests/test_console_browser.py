@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from billing.models import UsageLog
 from providers.models import Provider
 from providers.services import provider_create, provider_set_status
 from tests.factories import UserFactory
@@ -108,3 +109,82 @@ def test_provider_page_shows_an_auto_disabled_provider_and_its_test_button_re_en
 
     browser.get(f"{gateway.url}/admin/")
     assert not browser.find_elements(By.ID, "auto-disabled-providers")
+
+
+def test_usage_chart_page_has_axes_and_dates(gateway, browser):  # noqa: F811
+    from datetime import timedelta
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from tests.test_dashboard_charts import log as usage_log
+
+    alice = UserFactory(username="alice")
+    for days_ago in range(0, 30, 3):
+        for _ in range(days_ago % 4 + 1):
+            usage_log(alice, ago=timedelta(days=days_ago, minutes=1))
+    usage_log(alice, ago=timedelta(minutes=1), status=502)
+
+    browser.get(f"{gateway.url}/dashboard/login/")
+    browser.find_element(By.ID, "id_username").send_keys("alice")
+    browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+    click_and_wait(
+        browser, browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]"), "Hello, alice"
+    )
+    browser.get(f"{gateway.url}/dashboard/usage/")
+    chart = browser.find_element(By.ID, "usage-chart")
+    assert chart.is_displayed() and chart.size["width"] > 400
+    ticks = [t.text for t in chart.find_elements(By.CSS_SELECTOR, "text.tick")]
+    assert ticks == ["0", "1", "2", "3", "4"]
+    dates = [t.text for t in chart.find_elements(By.CSS_SELECTOR, "text.date")]
+    assert len(dates) >= 6 and all(re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}", d) for d in dates), dates
+    titles = [t.text for t in chart.find_elements(By.CSS_SELECTOR, "text.axis-title")]
+    assert titles == ["Requests (requests)", "Day (UTC)"]
+    assert len(chart.find_elements(By.CSS_SELECTOR, "rect.bar")) == 30
+    assert len(chart.find_elements(By.CSS_SELECTOR, "rect.bar-errors")) == 1
+    screenshot(browser, "dashboard-usage-chart-per-day")
+
+    Select(browser.find_element(By.ID, "id_period")).select_by_value("hour")
+    Select(browser.find_element(By.ID, "id_metric")).select_by_value("cost")
+    click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form.usage-filters button"), "Usage")
+    assert browser.find_element(By.ID, "chart-title").text == "Cost per hour, last 48 hours"
+    chart = browser.find_element(By.ID, "usage-chart")
+    hours = [t.text for t in chart.find_elements(By.CSS_SELECTOR, "text.date") if ":" in t.text]
+    assert hours and all(re.fullmatch(r"\d\d:00", h) for h in hours)
+    assert chart.find_elements(By.CSS_SELECTOR, "text.tick")[-1].text.startswith("$")
+    screenshot(browser, "dashboard-usage-chart-per-hour")
+
+
+def test_usage_log_list_fits_1400_pixels_with_attempts_as_a_list(gateway, browser):  # noqa: F811
+    from datetime import timedelta
+
+    from selenium.webdriver.common.by import By
+
+    from tests.test_dashboard_charts import log as usage_log
+
+    provider = provider_create(name="backup-upstream", type="openai", base_url="http://127.0.0.1:9/v1")
+    alice = UserFactory(username="alice")
+    usage_log(alice, ago=timedelta(minutes=1), provider=provider, model="a-rather-long-model-name-2026-11-30")
+    row = UsageLog.objects.latest("created_at")
+    row.providers_tried = [
+        {"provider": 1, "name": "primary-upstream", "status": 500, "error": "upstream overloaded", "ms": 12},
+        {"provider": provider.pk, "name": "backup-upstream", "status": 200, "error": "", "ms": 240},
+    ]
+    row.latency_ms, row.ttft_ms = 260, 90
+    row.save()
+    browser.set_window_size(1400, 900)
+    log_in_to_console(browser, gateway.url)
+    browser.get(f"{gateway.url}/admin/billing/usagelog/")
+    screenshot(browser, "console-usage-logs-1400px")
+    scroller = browser.find_element(By.CSS_SELECTOR, ".results")
+    width = scroller.rect["x"] + scroller.rect["width"]  # the list's visible right edge
+    assert width <= browser.execute_script("return document.documentElement.clientWidth")
+    for column in ("model_column", "cost_display", "latency", "attempts"):
+        header = browser.find_element(By.CSS_SELECTOR, f"th.column-{column}")
+        assert header.rect["x"] + header.rect["width"] <= width + 1, (column, header.rect, width)
+    overflow = browser.execute_script("return arguments[0].scrollWidth - arguments[0].clientWidth", scroller)
+    assert overflow <= 0, f"the list scrolls sideways by {overflow} px"
+    attempts = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "td.field-attempts li")]
+    assert attempts == ["primary-upstream: 500 · 12 ms error", "backup-upstream: 200 · 240 ms"]
+    assert "first byte 90 ms" in browser.find_element(By.CSS_SELECTOR, "td.field-latency").text
+    screenshot(browser, "console-usage-logs-1400px")

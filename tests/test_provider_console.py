@@ -4,6 +4,7 @@ Probes and model lists go to the loopback fake upstream."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import timedelta
 
@@ -34,10 +35,13 @@ def auto_disabled(fake, name="flaky") -> Provider:
     )
 
 
-def log(provider, *, minutes_ago: int, status: int = 200, latency: int = 100, tried=None, n=[0]) -> None:  # noqa: B006
-    n[0] += 1
+NUMBERS = itertools.count(1)
+
+
+def log(provider, *, minutes_ago: int, status: int = 200, latency: int = 100, tried=None) -> None:
+    number = next(NUMBERS)
     UsageLog.objects.create(
-        request_id=f"console-{n[0]}",
+        request_id=f"console-{number}",
         created_at=timezone.now() - timedelta(minutes=minutes_ago),
         provider_id=provider.pk if provider is not None else None,
         endpoint="/v1/chat/completions",
