@@ -16,7 +16,6 @@ the values live in this process's default registry.
 from __future__ import annotations
 
 import logging
-import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 
@@ -32,7 +31,6 @@ BOUNDS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000
 BUCKETS = tuple(ms / 1000 for ms in BOUNDS_MS)
 
 REQUEST_LABELS = ("model", "provider", "endpoint", "status")
-MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 REQUESTS = Counter("gateway_requests", "Relay requests finished.", REQUEST_LABELS)
 LATENCY = Histogram(

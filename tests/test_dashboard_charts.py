@@ -33,7 +33,7 @@ def log(user, *, ago: timedelta, key=None, model="gpt-4o-mini", provider=None, s
     )
     DailyUsage.objects.filter(pk=rollup.pk).update(
         requests=F("requests") + 1,
-        errors=F("errors") + (status >= 400),
+        errors=F("errors") + int(status >= 400),
         prompt_tokens=F("prompt_tokens") + 3,
         completion_tokens=F("completion_tokens") + 9,
         cost=F("cost") + to_nanos(cost),
