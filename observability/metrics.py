@@ -156,8 +156,17 @@ class RelayMetrics:
         tally.cost += event.cost
         if event.status_code >= 400 or len(event.providers_tried) > 1:
             self._failures(event)
+        elif event.provider_id not in self.names and event.provider_id is not None:
+            self._learn_names(event.providers_tried)
+
+    def _learn_names(self, tried: list) -> None:
+        """Provider names as the attempts recorded them (the flush turns ids into these)."""
+        for attempt in tried:
+            if attempt.get("provider") is not None and attempt.get("name"):
+                self.names[attempt["provider"]] = attempt["name"]
 
     def _failures(self, event) -> None:
+        self._learn_names(event.providers_tried)
         failures = self.failures
         for attempt in event.providers_tried:
             status = attempt.get("status") or 0
@@ -176,11 +185,6 @@ class RelayMetrics:
         tallies, failures = self.tallies, self.failures
         self.tallies, self.failures = {}, {}
         return tallies, failures
-
-    def unnamed(self, tallies, failures, states) -> set[int]:
-        """Provider ids the flush needs a name for and does not know yet."""
-        ids = {key[1] for key in tallies} | {pid for pid, _ in failures} | set(states)
-        return {pid for pid in ids if pid is not None and pid not in self.names}
 
     def export(
         self,

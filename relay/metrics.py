@@ -1,6 +1,7 @@
 """The relay's side of the Prometheus metrics: a task on the worker's event loop that moves
 the per-request tallies into the exported metrics every second and sets the gauges from
-the relay's own state (observability/metrics.py says why the hot path only tallies)."""
+the relay's own state (observability/metrics.py says why the hot path only tallies). It
+makes no database query: provider names come from the events' attempts and the route cache."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from django.conf import settings
 from observability.metrics import CLOSED, FLUSH_INTERVAL, HALF_OPEN, METRICS, OPEN
 
 from .config import CONFIG
-from .db import db_async
 from .routes import TABLE
 from .routing import ROUTER
 
@@ -50,12 +50,6 @@ def breaker_states() -> dict[int, tuple[int, int]]:
     return states
 
 
-def _provider_names(ids: list[int]) -> dict[int, str]:
-    from providers.models import Provider
-
-    return dict(Provider.objects.filter(id__in=ids).values_list("id", "name"))
-
-
 class MetricsFlusher:
     def __init__(self, usage) -> None:
         self.usage = usage
@@ -80,23 +74,13 @@ class MetricsFlusher:
 
     async def flush(self) -> None:
         tallies, failures = METRICS.take()
-        states = breaker_states()
-        missing = METRICS.unnamed(tallies, failures, states)
-        if missing:
-            for info in CONFIG.models.values():  # names the route cache already holds
-                for route in info.routes if info is not None else ():
-                    if route.provider_id in missing:
-                        METRICS.names[route.provider_id] = route.provider_name
-            missing -= set(METRICS.names)
-        if missing:
-            try:
-                METRICS.names.update(await db_async(_provider_names, thread_sensitive=False)(list(missing)))
-            except Exception:  # the database is away: "#id" labels this time, names later
-                logger.warning("metrics: provider names not loaded", exc_info=True)
+        for info in CONFIG.models.values():  # current names (an operator may rename a provider)
+            for route in info.routes if info is not None else ():
+                METRICS.names[route.provider_id] = route.provider_name
         METRICS.export(
             tallies,
             failures,
-            states=states,
+            states=breaker_states(),
             buffered=len(self.usage.buffer) if self.usage is not None else 0,
             known_models=known_models,
             endpoint_label=endpoint_label,
