@@ -12,8 +12,8 @@ from django.utils import timezone
 from core.money import format_money
 
 METRICS = {
-    "requests": ("Requests", "requests"),
-    "tokens": ("Tokens", "tokens"),
+    "requests": ("Requests", "count"),
+    "tokens": ("Tokens", "count"),
     "cost": ("Cost", ""),  # the unit is the currency, in each label
 }
 PLOT_WIDTH, PLOT_HEIGHT = 720, 180

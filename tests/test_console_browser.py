@@ -139,7 +139,7 @@ def test_usage_chart_page_has_axes_and_dates(gateway, browser):  # noqa: F811
     dates = [t.text for t in chart.find_elements(By.CSS_SELECTOR, "text.date")]
     assert len(dates) >= 6 and all(re.fullmatch(r"[A-Z][a-z]{2} \d{1,2}", d) for d in dates), dates
     titles = [t.text for t in chart.find_elements(By.CSS_SELECTOR, "text.axis-title")]
-    assert titles == ["Requests (requests)", "Day (UTC)"]
+    assert titles == ["Requests (count)", "Day (UTC)"]
     assert len(chart.find_elements(By.CSS_SELECTOR, "rect.bar")) == 30
     assert len(chart.find_elements(By.CSS_SELECTOR, "rect.bar-errors")) == 1
     screenshot(browser, "dashboard-usage-chart-per-day")

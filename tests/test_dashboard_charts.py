@@ -83,7 +83,7 @@ def test_chart_has_axes_units_and_dates(client, traffic):
     client.force_login(traffic["alice"])
     page = client.get(USAGE).content.decode()
     assert "Requests per day, last 30 days" in page
-    assert "Requests (requests)" in page and "Day (UTC)" in page  # axis titles with units
+    assert "Requests (count)" in page and "Day (UTC)" in page  # axis titles with units
     ticks = re.findall(r'<text class="tick"[^>]*>([^<]+)</text>', page)
     assert ticks == ["0", "1", "2", "3", "4"]  # a readable top: the busiest day had 4
     today = timezone.localdate()
