@@ -6,6 +6,7 @@ from django.http import StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 
 from core.admin import MoneyAdminMixin
 from core.fields import MoneyFormField
@@ -181,28 +182,133 @@ CSV_FIELDS = [
 @admin.register(UsageLog)
 class UsageLogAdmin(ReadOnlyAdmin):
     actions = ["export_csv"]
+    # narrow columns, so model, cost and latency are in view at 1400 px without scrolling
     list_display = [
-        "created_at",
-        "request_id",
+        "when",
         "user",
         "api_key",
-        "model_requested",
-        "provider",
-        "status_code",
-        "prompt_tokens",
-        "completion_tokens",
+        "model_column",
+        "status",
+        "tokens",
         "cost_display",
-        "latency_ms",
-        "stream",
+        "latency",
+        "attempts",
     ]
+    list_display_links = ["when"]
     list_filter = ["status_code", "request_type", "stream", "provider", "model_requested", "usage_estimated"]
     search_fields = ["request_id", "model_requested", "user__username", "api_key__prefix"]
     date_hierarchy = "created_at"
     list_select_related = ["user", "api_key", "provider"]
+    readonly_fields = ["attempts_detail"]
+
+    @admin.display(description="when", ordering="created_at")
+    def when(self, obj):
+        local = timezone.localtime(obj.created_at)
+        return format_html(
+            '<span title="{}" style="white-space:nowrap">{}</span>',
+            obj.request_id,
+            f"{local:%Y-%m-%d %H:%M:%S}",
+        )
+
+    @admin.display(description="status", ordering="status_code")
+    def status(self, obj):
+        return obj.status_code
+
+    @admin.display(description="model", ordering="model_requested")
+    def model_column(self, obj):
+        billed = obj.model_billed or obj.model_requested
+        if billed == obj.model_requested:
+            return obj.model_requested
+        return format_html("{}<br><small>billed as {}</small>", obj.model_requested, billed)
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, obj):
+        estimated = (
+            format_html(' <small title="{}">est.</small>', "counted by the gateway")
+            if obj.usage_estimated
+            else ""
+        )
+        return format_html(
+            '<span style="white-space:nowrap">{} / {}{}</span>',
+            obj.prompt_tokens,
+            obj.completion_tokens,
+            estimated,
+        )
 
     @admin.display(description="cost", ordering="cost")
     def cost_display(self, obj):
         return format_money(obj.cost)
+
+    @admin.display(description="latency", ordering="latency_ms")
+    def latency(self, obj):
+        first = (
+            format_html("<br><small>first byte {} ms</small>", obj.ttft_ms) if obj.ttft_ms is not None else ""
+        )
+        return format_html('<span style="white-space:nowrap">{} ms</span>{}', obj.latency_ms, first)
+
+    @staticmethod
+    def _attempt_items(obj) -> list[tuple[str, str, str, str]]:
+        items = []
+        for attempt in obj.providers_tried if isinstance(obj.providers_tried, list) else ():
+            if not isinstance(attempt, dict):
+                continue
+            status = attempt.get("status")
+            ok = isinstance(status, int) and status < 400
+            name = attempt.get("name") or f"#{attempt.get('provider')}"
+            items.append(
+                (
+                    "#2e7d32" if ok else "#c0392b",
+                    f"{name}: {status if status is not None else '?'}",
+                    f"{attempt.get('ms', '?')} ms",
+                    str(attempt.get("error") or ""),
+                )
+            )
+        return items
+
+    @admin.display(description="provider attempts")
+    def attempts(self, obj):
+        items = self._attempt_items(obj)
+        if not items:
+            return "—" if obj.provider_id is None else str(obj.provider)
+        return format_html(
+            '<ol style="margin:0;padding-left:1.2em">{}</ol>',
+            format_html_join(
+                "",
+                '<li style="list-style:decimal"><span style="color:{}">{}</span> · {}{}</li>',
+                (
+                    (
+                        colour,
+                        label,
+                        ms,
+                        format_html(' <small title="{}">error</small>', error) if error else "",
+                    )
+                    for colour, label, ms, error in items
+                ),
+            ),
+        )
+
+    @admin.display(description="provider attempts")
+    def attempts_detail(self, obj):
+        items = self._attempt_items(obj)
+        if not items:
+            return "none"
+        return format_html(
+            "<ol>{}</ol>",
+            format_html_join(
+                "",
+                '<li><span style="color:{}">{}</span> after {}{}</li>',
+                (
+                    (colour, label, ms, format_html("<br><code>{}</code>", error) if error else "")
+                    for colour, label, ms, error in items
+                ),
+            ),
+        )
+
+    def get_fields(self, request, obj=None):
+        fields = [
+            f for f in super().get_fields(request, obj) if f not in ("providers_tried", "attempts_detail")
+        ]
+        return [*fields, "attempts_detail"]
 
     @admin.action(description="Export selected as CSV (use 'select all' for the whole filtered list)")
     def export_csv(self, request, queryset):

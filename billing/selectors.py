@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from billing.pricing import PPM, multiplier_ppm
@@ -50,6 +50,10 @@ def usage_log_list(*, user=None, filters: dict | None = None) -> QuerySet[UsageL
     return logs.order_by(filters.get("ordering") or "-created_at", "-id")
 
 
+def _rollup_sums() -> dict:
+    return {name: Sum(name) for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "cost")}
+
+
 def usage_daily(*, user, days: int = 30, today: date | None = None) -> list[dict]:
     """Requests, tokens and cost per day over the last ``days`` days (the daily roll-ups,
     which outlive usage-log retention); days without traffic are zeros."""
@@ -58,13 +62,7 @@ def usage_daily(*, user, days: int = 30, today: date | None = None) -> list[dict
     rows = (
         DailyUsage.objects.filter(user=user, day__gte=first, day__lte=today)
         .values("day")
-        .annotate(
-            requests=Sum("requests"),
-            errors=Sum("errors"),
-            prompt_tokens=Sum("prompt_tokens"),
-            completion_tokens=Sum("completion_tokens"),
-            cost=Sum("cost"),
-        )
+        .annotate(**_rollup_sums())
     )
     by_day = {row["day"]: row for row in rows}
     result = []
@@ -221,3 +219,70 @@ def redemption_code_list(*, filters: dict | None = None) -> QuerySet[RedemptionC
 
 def redemption_code_get(*, code_id: int) -> RedemptionCode | None:
     return RedemptionCode.objects.filter(pk=code_id).first()
+
+
+SERIES_SPANS = {"day": 30, "hour": 48}  # buckets shown per period
+
+
+def usage_series(
+    *, period: str, user=None, filters: dict | None = None, now: datetime | None = None
+) -> list[dict]:
+    """Requests, errors, tokens and cost per day (the last 30, today included) or per hour
+    (the last 48, this one included) in the current time zone, from the usage logs matching
+    ``filters`` (user, api_key, model, provider, as ``usage_log_list``); empty buckets are zeros."""
+    from django.db.models import Count
+    from django.db.models.functions import TruncDay, TruncHour
+
+    span = SERIES_SPANS[period]
+    now = timezone.localtime(now or timezone.now())
+    if period == "day":
+        last = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        starts = [last - timedelta(days=span - 1 - i) for i in range(span)]
+        starts = [timezone.make_aware(datetime.combine(s.date(), datetime.min.time())) for s in starts]
+        trunc = TruncDay("created_at", tzinfo=timezone.get_current_timezone())
+    else:
+        last = now.replace(minute=0, second=0, microsecond=0)
+        starts = [last - timedelta(hours=span - 1 - i) for i in range(span)]
+        trunc = TruncHour("created_at", tzinfo=timezone.get_current_timezone())
+    filters = filters or {}
+    if period == "day" and not filters.get("provider"):
+        rollups = DailyUsage.objects.filter(day__gte=starts[0].date(), day__lte=starts[-1].date())
+        for name, lookup in (("user", "user_id"), ("api_key", "api_key_id"), ("model", "model")):
+            if filters.get(name):
+                rollups = rollups.filter(**{lookup: filters[name]})
+        if user is not None:
+            rollups = rollups.filter(user=user)
+        rows = rollups.values(bucket=F("day")).annotate(**_rollup_sums())
+        found = {row["bucket"]: row for row in rows}
+        return [_series_row(start, found.get(start.date(), {})) for start in starts]
+    query = {**filters, "start": starts[0], "end": None}
+    rows = (
+        usage_log_list(user=user, filters=query)
+        .annotate(bucket=trunc)
+        .values("bucket")
+        .annotate(
+            requests=Count("id"),
+            errors=Count("id", filter=Q(status_code__gte=400)),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            cost=Sum("cost"),
+        )
+        .order_by("bucket")
+    )
+    found = {timezone.localtime(row["bucket"]).replace(tzinfo=None): row for row in rows}
+    return [
+        _series_row(start, found.get(timezone.localtime(start).replace(tzinfo=None), {})) for start in starts
+    ]
+
+
+def _series_row(start: datetime, row: dict) -> dict:
+    prompt, completion = row.get("prompt_tokens") or 0, row.get("completion_tokens") or 0
+    return {
+        "start": start,
+        "requests": row.get("requests") or 0,
+        "errors": row.get("errors") or 0,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "tokens": prompt + completion,
+        "cost": row.get("cost") or 0,
+    }

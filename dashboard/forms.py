@@ -115,9 +115,55 @@ class RedeemForm(forms.Form):
 
 
 class UsageFilterForm(forms.Form):
+    """The Usage page: the chart's period and measure, and filters shared by the chart and
+    the request list (dates and status filter the list only). Staff also choose the user
+    (a username, or * for everyone) and the provider."""
+
+    period = forms.ChoiceField(
+        required=False, choices=[("day", "Per day"), ("hour", "Per hour")], label="Chart"
+    )
+    metric = forms.ChoiceField(
+        required=False,
+        choices=[("requests", "Requests"), ("tokens", "Tokens"), ("cost", "Cost")],
+        label="Show",
+    )
+    user = forms.CharField(required=False, max_length=150, help_text="A username, or * for every user.")
+    key = forms.TypedChoiceField(required=False, coerce=int, empty_value=None, label="API key")
+    model = forms.CharField(required=False, max_length=200)
+    provider = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
     start = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
-    model = forms.CharField(required=False, max_length=200)
     status = forms.ChoiceField(
         required=False, choices=[("", "Any"), ("success", "Succeeded"), ("error", "Failed")]
     )
+
+    def __init__(self, data=None, *, viewer, **kwargs):
+        from django.contrib.auth import get_user_model
+
+        from keys.selectors import api_key_list
+        from providers.selectors import provider_list
+
+        super().__init__(data, **kwargs)
+        self.staff = bool(viewer.is_staff)
+        owner = viewer
+        if self.staff:
+            self.fields["provider"].choices = [("", "Any")] + [(p.pk, p.name) for p in provider_list()]
+            named = (data or {}).get("user", "").strip()
+            if named and named != "*":
+                owner = get_user_model().objects.filter(username=named).first() or viewer
+        else:
+            del self.fields["user"]
+            del self.fields["provider"]
+        keys = api_key_list(user=owner) if owner is not None else []
+        self.fields["key"].choices = [("", "Any")] + [
+            (k.pk, f"{k.name or 'key'} ({k.prefix}…)") for k in keys
+        ]
+
+    def clean_user(self):
+        name = self.cleaned_data["user"].strip()
+        if name and name != "*":
+            from django.contrib.auth import get_user_model
+
+            if not get_user_model().objects.filter(username=name).exists():
+                raise ValidationError("No user has this username.")
+        return name

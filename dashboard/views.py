@@ -12,7 +12,7 @@ from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login, logout
+from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, LogoutView
 from django.core.exceptions import ValidationError
@@ -33,6 +33,7 @@ from core.money import format_money
 from keys import services as key_services
 from keys.selectors import api_key_get, api_key_list
 
+from .charts import bar_chart
 from .forms import KeyCreateForm, LoginForm, RedeemForm, RegenerateForm, SignupForm, UsageFilterForm
 
 PAGE_SIZE = 25
@@ -192,51 +193,33 @@ def key_regenerate(request, key_id: int):
     return _keys_page(request, new_key=issued, status=201)
 
 
-def _chart(days: list[dict]) -> dict:
-    """Bars of requests per day for an inline SVG (drawn by the server: no JavaScript)."""
-    height, bar, gap = 120, 14, 4
-    peak = max((day["requests"] for day in days), default=0) or 1
-    bars = []
-    for index, day in enumerate(days):
-        h = round(day["requests"] / peak * height)
-        bars.append(
-            {
-                "x": index * (bar + gap),
-                "y": height - h,
-                "height": h,
-                "width": bar,
-                "day": day["day"],
-                "requests": day["requests"],
-                "cost": format_money(day["cost"]),
-            }
-        )
-    return {
-        "bars": bars,
-        "width": max(len(days) * (bar + gap) - gap, 1),
-        "height": height,
-        "peak": peak if peak > 1 or any(day["requests"] for day in days) else 0,
-        "total_requests": sum(day["requests"] for day in days),
-        "total_cost": format_money(sum(day["cost"] for day in days)),
-    }
-
-
 @active_required
 def usage(request):
-    form = UsageFilterForm(request.GET or None)
-    filters = {}
+    form = UsageFilterForm(request.GET or None, viewer=request.user)
+    owner, period, metric, filters = request.user, "day", "requests", {}
     if form.is_valid():
         data = form.cleaned_data
-        filters = {"model": data["model"], "status": data["status"]}
+        period, metric = data["period"] or period, data["metric"] or metric
+        if form.staff and data["user"]:
+            owner = None if data["user"] == "*" else get_user_model().objects.get(username=data["user"])
+        filters = {"api_key": data["key"], "model": data["model"], "provider": data.get("provider")}
+        filters = {name: value for name, value in filters.items() if value}
+    series = billing_selectors.usage_series(period=period, user=owner, filters=filters)
+    listed = dict(filters)
+    if form.is_valid():
+        data = form.cleaned_data
+        listed["status"] = data["status"]
         if data["start"]:
-            filters["start"] = timezone.make_aware(datetime.combine(data["start"], time.min))
+            listed["start"] = timezone.make_aware(datetime.combine(data["start"], time.min))
         if data["end"]:
-            filters["end"] = timezone.make_aware(datetime.combine(data["end"] + timedelta(days=1), time.min))
-    daily = billing_selectors.usage_daily(user=request.user, days=30)
+            listed["end"] = timezone.make_aware(datetime.combine(data["end"] + timedelta(days=1), time.min))
     context = {
         "form": form,
-        "chart": _chart(daily),
-        "daily": daily,
-        "logs": _page(request, billing_selectors.usage_log_list(user=request.user, filters=filters), 50),
+        "chart": bar_chart(series, metric=metric, period=period),
+        "series": series,
+        "period": period,
+        "everyone": owner is None,
+        "logs": _page(request, billing_selectors.usage_log_list(user=owner, filters=listed), 50),
     }
     return render(request, "dashboard/usage.html", context)
 

@@ -74,6 +74,19 @@ def get_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def get_networks(name: str) -> list:
+    """A comma-separated list of addresses or CIDR networks (``10.0.0.0/8, ::1``)."""
+    import ipaddress
+
+    networks = []
+    for item in get_list(name):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an address or a network such as 10.0.0.0/8") from None
+    return networks
+
+
 def get_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     value = get_str(name, default)
     if value.lower() not in choices:

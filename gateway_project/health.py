@@ -4,13 +4,13 @@ Redis, settlement keeps up with the usage queue)."""
 from __future__ import annotations
 
 import logging
-import time
 
-import orjson
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
+
+from observability.settlement import usage_queue_state
 
 logger = logging.getLogger(__name__)
 
@@ -43,27 +43,12 @@ class SettlementBehind(Exception):
 def _check_settlement() -> str:
     """Usage waiting in Redis while no settlement run finished for SETTLEMENT_STALE_SECONDS:
     no Celery worker or beat is running, and nobody's usage reaches the ledger."""
-    import redis
-
-    from billing.events import PROCESSING_KEY, QUEUE_KEY, SETTLED_AT_KEY
-
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        backlog = client.llen(QUEUE_KEY) + client.llen(PROCESSING_KEY)
-        settled_at = client.get(SETTLED_AT_KEY)
-        oldest = client.lindex(PROCESSING_KEY, 0) or client.lindex(QUEUE_KEY, 0)
-    finally:
-        client.close()
-    now = time.time()
-    age = now - float(settled_at) if settled_at else None
-    try:
-        waited = now - float(orjson.loads(oldest)["ts"]) if oldest else 0.0
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        waited = 0.0
-    summary = f"backlog {backlog}, last run {'never' if age is None else f'{int(age)} s ago'}"
+    state = usage_queue_state()
+    age = state.last_run_age
+    summary = f"backlog {state.backlog}, last run {'never' if age is None else f'{int(age)} s ago'}"
     stale = settings.SETTLEMENT_STALE_SECONDS
-    if backlog and waited > stale and (age is None or age > stale):
-        raise SettlementBehind(f"{summary}, oldest waiting {int(waited)} s")
+    if state.backlog and state.oldest_wait > stale and (age is None or age > stale):
+        raise SettlementBehind(f"{summary}, oldest waiting {int(state.oldest_wait)} s")
     return summary
 
 

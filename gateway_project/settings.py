@@ -20,6 +20,7 @@ from .env import (
     get_int,
     get_list,
     get_money,
+    get_networks,
     get_redis_url,
     get_str,
 )
@@ -119,6 +120,10 @@ try:
     WEB_SEARCH_TIMEOUT = get_int("WEB_SEARCH_TIMEOUT", 10, minimum=1)
     WEB_SEARCH_CRAWL = get_bool("WEB_SEARCH_CRAWL", True)
     BILLING_CURRENCY = get_str("BILLING_CURRENCY", "USD")
+    # GET /metrics (Prometheus): a scraper sends this bearer token, or connects from one of
+    # these networks; with neither set the metrics are refused
+    METRICS_TOKEN = get_str("METRICS_TOKEN", "")
+    METRICS_ALLOWED_NETWORKS = get_networks("METRICS_ALLOWED_NETWORKS")
 except ConfigError as exc:
     raise SystemExit(f"configuration error: {exc}") from None
 

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from accounts import apis as accounts_apis
 from billing import apis as billing_apis
 from keys import apis as keys_apis
+from observability import views as observability_views
 from providers import apis as providers_apis
 from quotas import apis as quotas_apis
 
@@ -89,6 +90,7 @@ admin_patterns = [
 urlpatterns = [
     path("health", health.health, name="health"),
     path("health/ready", health.ready, name="health-ready"),
+    path("metrics", observability_views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("auth/", include("accounts.urls")),
     path("api/me/", include((me_patterns, "me"))),

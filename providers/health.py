@@ -2,7 +2,9 @@
 
 A passing probe re-enables a provider that was auto-disabled (never one an operator
 disabled); a failing one records the error. Used by the Celery beat task, the
-``test_providers`` command and the admin action.
+``test_providers`` command and the console's test button and action. The console's
+"fetch models from upstream" asks the adapter for the model list request and reads its
+answer the same way (the adapter translates, this module does the HTTP).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import httpx
 from django.utils import timezone
 
 from . import crypto
-from .base import Capability, Target
+from .base import Capability, Target, UpstreamModel, error_message
 from .models import Provider
 from .registry import get_adapter
 from .services import provider_set_status
@@ -42,6 +44,36 @@ def _target(provider: Provider, api_key: str, adapter) -> Target:
     )
 
 
+class ModelListError(Exception):
+    """The upstream's model list could not be read; the message says why, for the operator."""
+
+
+def provider_upstream_models(provider: Provider, *, timeout: float = 15.0) -> list[UpstreamModel]:
+    """The models the provider's upstream account lists (its model-list capability)."""
+    adapter = get_adapter(provider.type)
+    if not adapter.supports(Capability.MODEL_LIST):
+        raise ModelListError(f"Providers of type {provider.get_type_display()} do not list their models.")
+    try:
+        api_key = crypto.decrypt(provider.credentials_encrypted)
+    except crypto.CredentialError as exc:
+        raise ModelListError(str(exc)) from None
+    request = adapter.models_request(_target(provider, api_key, adapter))
+    try:
+        response = httpx.request(
+            request.method, request.url, headers=request.headers, content=request.body, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise ModelListError(f"The upstream could not be reached: {type(exc).__name__}: {exc}") from None
+    if response.status_code >= 400:
+        raise ModelListError(
+            f"The upstream answered HTTP {response.status_code}: {error_message(response.content)}"
+        )
+    try:
+        return adapter.models_response(response.content)
+    except ValueError as exc:  # orjson's decode error is a ValueError too
+        raise ModelListError(f"The upstream's answer is not a model list ({exc}).") from None
+
+
 def provider_probe(provider: Provider, *, timeout: float = 15.0) -> ProbeResult:
     try:
         api_key = crypto.decrypt(provider.credentials_encrypted)
@@ -62,7 +94,7 @@ def provider_probe(provider: Provider, *, timeout: float = 15.0) -> ProbeResult:
         )
     ms = int((time.monotonic() - started) * 1000)
     if response.status_code >= 400:
-        return ProbeResult(False, response.status_code, ms, response.text[:500])
+        return ProbeResult(False, response.status_code, ms, error_message(response.content))
     return ProbeResult(True, response.status_code, ms)
 
 

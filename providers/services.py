@@ -193,3 +193,17 @@ def route_update(*, route: ProviderModel, data: dict[str, Any]) -> ProviderModel
 
 def route_delete(*, route: ProviderModel) -> None:
     route.delete()
+
+
+@transaction.atomic
+def routes_add_upstream_models(*, provider: Provider, upstream_models: list[str]) -> list[ProviderModel]:
+    """Route the given upstream model names through ``provider``: each becomes a model of
+    the same slug (made when missing, without a price: the operator sets one) and a route.
+    Names the provider already routes are skipped."""
+    added = []
+    for name in dict.fromkeys(n.strip() for n in upstream_models if n.strip()):
+        model = Model.objects.filter(slug=name).first() or model_create(slug=name)
+        if ProviderModel.objects.filter(provider=provider, model=model).exists():
+            continue
+        added.append(route_create(provider=provider, model=model))
+    return added

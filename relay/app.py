@@ -11,6 +11,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from core.logging import request_id_var
+from observability.settlement import LOCAL_QUEUES
 from quotas.counters import LocalCounterStore, get_store
 
 from .auth import Authenticator
@@ -19,6 +20,7 @@ from .db import db_async
 from .errors import RelayError
 from .forward import Forwarder
 from .http import ClientGone, Context
+from .metrics import MetricsFlusher
 from .pipeline import Pipeline
 from .protocols.openai import OPENAI
 from .routes import TABLE
@@ -49,6 +51,7 @@ class RelayApp:
         self.jobs: asyncio.Future | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Lock | None = None
+        self.metrics: MetricsFlusher | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -72,6 +75,10 @@ class RelayApp:
         else:
             self.store.on_lost = self.usage.push  # usage whose flush to Redis failed
         self.pipeline = Pipeline(self.forwarder, self.store, self.usage)
+        if not self.store.remote:
+            LOCAL_QUEUES.add(self.usage)  # the whole settlement backlog, for /metrics
+        self.metrics = MetricsFlusher(self.usage)
+        self.metrics.start()
 
     @property
     def blocked(self) -> dict[str, float]:
@@ -114,10 +121,14 @@ class RelayApp:
         if self.jobs is not None:
             self.jobs.cancel()
             self.jobs = None
+        if self.metrics is not None:
+            await self.metrics.stop()
+            self.metrics = None
         if self.store is not None and self.store.remote:
             await self.store.aclose()  # unused leases back, finished requests flushed
         if self.usage is not None:
             await self.usage.close()
+            LOCAL_QUEUES.discard(self.usage)
         if self.session is not None:
             await self.session.close()
             self.session = None

@@ -14,6 +14,7 @@ import time
 
 from billing.events import UsageEvent
 from billing.pricing import token_cost
+from observability.metrics import METRICS
 
 from .endpoints import Endpoint
 from .errors import RelayError
@@ -84,6 +85,7 @@ class Pipeline:
             raise
         finally:
             event = usage_event(ctx, record)
+            METRICS.observe(event)  # in-process tallies only; exported off the request path
             if plan is None:
                 self.usage.push(event)
             else:

@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 APPS = (
     "accounts", "keys", "quotas", "billing", "providers", "relay", "jwtauth", "dashboard", "core",
-    "conversations", "jobs",
+    "conversations", "jobs", "observability",
 )  # fmt: skip
 PROJECT = "gateway_project"
 

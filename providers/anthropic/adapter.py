@@ -40,9 +40,11 @@ from providers.base import (
     StreamTranslator,
     Target,
     UpstreamError,
+    UpstreamModel,
     UpstreamRequest,
     Usage,
     error_message,
+    listed_models,
     sse,
 )
 from providers.formats.anthropic_messages import tool_id, usage_from_anthropic
@@ -561,7 +563,13 @@ class AnthropicPassthroughStream(StreamTranslator):
 class AnthropicAdapter(Adapter):
     name = "anthropic"
     capabilities = frozenset(
-        {Capability.CHAT, Capability.MESSAGES, Capability.COUNT_TOKENS, Capability.PROBE}
+        {
+            Capability.CHAT,
+            Capability.MESSAGES,
+            Capability.COUNT_TOKENS,
+            Capability.PROBE,
+            Capability.MODEL_LIST,
+        }
     )
     # Anthropic has no n, logprobs, seed, penalties or logit bias (docs/providers.md)
     chat_limits = {
@@ -632,12 +640,18 @@ class AnthropicAdapter(Adapter):
             headers["anthropic-beta"] = beta
         return UpstreamRequest("POST", f"{target.base_url}/messages/count_tokens", headers, orjson.dumps(out))
 
+    def models_request(self, target: Target) -> UpstreamRequest:
+        headers = self.headers(target)
+        headers.pop("content-type", None)
+        return UpstreamRequest("GET", f"{target.base_url}/models?limit=1000", headers, None)
+
+    def models_response(self, payload: bytes) -> list[UpstreamModel]:
+        return listed_models(payload, "data", name_field="display_name")
+
     def probe_request(self, target: Target) -> UpstreamRequest:
         """A one-token message when the probe has a model, else the model list."""
         if not target.upstream_model:
-            headers = self.headers(target)
-            headers.pop("content-type", None)
-            return UpstreamRequest("GET", f"{target.base_url}/models", headers, None)
+            return self.models_request(target)
         body = {"max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
         return self.messages_request(body, target, stream=False)
 

@@ -46,6 +46,15 @@ class UpstreamRequest:
     body: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamModel:
+    """A model an upstream lists: ``id`` is what requests name it (a route's upstream model)."""
+
+    id: str
+    name: str = ""  # a display name, when the upstream gives one
+    owned_by: str = ""
+
+
 @dataclass(slots=True)
 class UpstreamError:
     """An upstream failure classified for failover and for the client."""
@@ -55,6 +64,28 @@ class UpstreamError:
     type: str = "upstream_error"
     retryable: bool = False  # move on to the next candidate
     disable: bool = False  # credentials or balance problem: auto-disable the provider
+
+
+def listed_models(
+    payload: bytes, key: str, *, name_field: str = "", owner_field: str = "", prefix: str = ""
+) -> list[UpstreamModel]:
+    """The models of a list answer ``{key: [{"id" or "name": ...}, ...]}``, sorted by id;
+    raises ValueError when the answer is not such a list."""
+    data = orjson.loads(payload)
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ValueError(f"the answer has no '{key}' list")
+    found = {}
+    for item in items:
+        ident = item.get("id") or item.get("name") if isinstance(item, dict) else None
+        if isinstance(ident, str) and ident:
+            ident = ident.removeprefix(prefix)
+            found[ident] = UpstreamModel(
+                ident,
+                name=str(item.get(name_field) or "") if name_field else "",
+                owned_by=str(item.get(owner_field) or "") if owner_field else "",
+            )
+    return [found[ident] for ident in sorted(found)]
 
 
 class StreamTranslator:
@@ -159,6 +190,7 @@ class Capability(StrEnum):
     COUNT_TOKENS = "count_tokens"  # Anthropic's message token counting, natively
     RESPONSES = "responses"  # OpenAI Responses, natively (passed through where the provider says so)
     PROBE = "probe"  # a cheap authenticated request for health checks
+    MODEL_LIST = "model_list"  # the models the upstream account offers (for the operator)
     TASKS = "tasks"  # asynchronous jobs (midjourney-proxy): submit, fetch, list, parse
 
 
@@ -234,6 +266,14 @@ class Adapter:
     # probe
     def probe_request(self, target: Target) -> UpstreamRequest:
         """``target.upstream_model`` may be empty: probe without a model then."""
+        raise NotImplementedError
+
+    # model list
+    def models_request(self, target: Target) -> UpstreamRequest:
+        """The upstream's list of models (``target.upstream_model`` is not used)."""
+        raise NotImplementedError
+
+    def models_response(self, payload: bytes) -> list[UpstreamModel]:
         raise NotImplementedError
 
     def classify_error(self, status: int, payload: bytes) -> UpstreamError:

@@ -36,8 +36,10 @@ from providers.base import (
     Capability,
     StreamTranslator,
     Target,
+    UpstreamModel,
     UpstreamRequest,
     Usage,
+    listed_models,
     sse,
 )
 from providers.formats.openai_chat import (
@@ -577,7 +579,7 @@ class GeminiStreamTranslator(ChatChunkWriter):
 
 class GeminiAdapter(Adapter):
     name = "gemini"
-    capabilities = frozenset({Capability.CHAT, Capability.PROBE})
+    capabilities = frozenset({Capability.CHAT, Capability.PROBE, Capability.MODEL_LIST})
     # n maps to candidateCount, seed and penalties exist; logprobs are not translated back
     chat_limits = {
         "logprobs": lambda value: value is False,
@@ -611,11 +613,18 @@ class GeminiAdapter(Adapter):
     def chat_stream(self, *, model: str, include_usage: bool) -> StreamTranslator:
         return GeminiStreamTranslator(model=model, include_usage=include_usage)
 
-    def probe_request(self, target: Target) -> UpstreamRequest:
-        """The model list: authenticated, and free."""
+    def models_request(self, target: Target) -> UpstreamRequest:
         headers = self.headers(target)
         headers.pop("content-type", None)
-        return UpstreamRequest("GET", f"{target.base_url}/models", headers, None)
+        return UpstreamRequest("GET", f"{target.base_url}/models?pageSize=1000", headers, None)
+
+    def models_response(self, payload: bytes) -> list[UpstreamModel]:
+        """Gemini names models ``models/<id>``; requests name them ``<id>``."""
+        return listed_models(payload, "models", name_field="displayName", prefix="models/")
+
+    def probe_request(self, target: Target) -> UpstreamRequest:
+        """The model list: authenticated, and free."""
+        return self.models_request(target)
 
 
 __all__ = [

@@ -15,8 +15,10 @@ from providers.base import (
     Capability,
     StreamTranslator,
     Target,
+    UpstreamModel,
     UpstreamRequest,
     Usage,
+    listed_models,
 )
 from providers.formats.openai_chat import usage_from_openai
 from providers.formats.openai_responses import ResponsesPassthroughStream, passthrough_body
@@ -117,6 +119,7 @@ class OpenAIAdapter(Adapter):
             Capability.EMBEDDINGS,
             Capability.RESPONSES,
             Capability.PROBE,
+            Capability.MODEL_LIST,
         }
     )
 
@@ -174,12 +177,18 @@ class OpenAIAdapter(Adapter):
     def responses_stream(self, *, model: str, on_done=None) -> StreamTranslator:
         return ResponsesPassthroughStream(model=model, on_done=on_done)
 
+    def models_request(self, target: Target) -> UpstreamRequest:
+        headers = self.headers(target)
+        headers.pop("content-type", None)
+        return UpstreamRequest("GET", self.url(target, "/models"), headers, None)
+
+    def models_response(self, payload: bytes) -> list[UpstreamModel]:
+        return listed_models(payload, "data", owner_field="owned_by")
+
     def probe_request(self, target: Target) -> UpstreamRequest:
         """A one-token chat when the probe has a model, else the model list."""
         if not target.upstream_model:
-            headers = self.headers(target)
-            headers.pop("content-type", None)
-            return UpstreamRequest("GET", self.url(target, "/models"), headers, None)
+            return self.models_request(target)
         body = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
         return self.chat_request(body, target, stream=False)
 
@@ -196,6 +205,8 @@ class AzureOpenAIAdapter(OpenAIAdapter):
 
     name = "azure"
     default_api_version = "2024-10-21"
+    # a key lists no deployments (that is Azure's management API): routes name them by hand
+    capabilities = OpenAIAdapter.capabilities - {Capability.MODEL_LIST}
 
     def url(self, target: Target, path: str) -> str:
         version = target.api_version or self.default_api_version
