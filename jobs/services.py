@@ -1,11 +1,13 @@
 """Writes of Midjourney tasks: create at submit, update from the upstream (never
-backwards), and the one charge on SUCCESS.
+backwards), and the one refund of a task that did not succeed.
 
-The charge rides on the same settlement as every relay request (``billing.services.
-usage_settle_batch``: usage log, ledger row, balance, key spend, the counter store's
-mirror), under the request id ``mj-charge-<task id>``, inside the transaction whose
-compare-and-swap moved the task to SUCCESS: a poll and a fetch that race both try the swap,
-one wins, and the ledger's unique request id would refuse a second charge anyway.
+The charge is the submit's own usage event (the relay settles it like any request: one
+usage log, one ledger row). A task that ends in FAILURE or CANCEL, or is failed by the
+timeout, gets the charge back as a REFUND ledger row (``accounts.services.
+user_adjust_balance``: balance, ledger, the counter store's mirror), inside the
+transaction whose compare-and-swap moved the task to its final status: a poll, a notify
+and a fetch that race all try the swap, one wins, and the refund's own guarded update
+(``refunded`` from 0) lets only one through anyway.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import time
 from datetime import UTC, datetime
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from billing.events import UsageEvent
 from providers.midjourney import TaskState
 
 from .models import MidjourneyTask
@@ -34,10 +36,6 @@ RANK = {
     Status.FAILURE: 4,
     Status.CANCEL: 4,
 }
-
-
-def charge_request_id(task_id: str) -> str:
-    return f"mj-charge-{task_id}"
 
 
 def _when(ms: int | None) -> datetime | None:
@@ -75,6 +73,7 @@ def midjourney_task_create(
         prompt=prompt,
         state=state,
         price=price,
+        charged=price,
         submit_request_id=submit_request_id,
         properties=properties or {},
         status=Status.SUBMITTED,
@@ -83,42 +82,47 @@ def midjourney_task_create(
     )
 
 
-def _charge(task: MidjourneyTask) -> None:
-    from billing.services import usage_settle_batch
+def refund_request_id(task_id: str) -> str:
+    return f"mj-refund-{task_id}"
 
-    if task.price <= 0:
+
+def _refund(task: MidjourneyTask) -> None:
+    """Give back what the submit charged, once: the guarded update below lets one caller
+    through even when a poll, a notify and a fetch finish the task together. Runs inside
+    the transaction that moved the task to its final status."""
+    from accounts.services import user_adjust_balance
+    from billing.models import BillingRecord
+
+    amount = task.charged
+    if amount <= 0 or task.refunded:
         return
-    event = UsageEvent(
-        request_id=charge_request_id(task.task_id),
-        ts=time.time(),
-        user_id=task.user_id,
-        key_id=task.api_key_id,
-        provider_id=task.provider_id,
-        price_id=None,
-        request_type="midjourney",
-        endpoint=f"/mj task {task.task_id} SUCCESS",
-        model_requested=task.model,
-        model_upstream=task.model,
-        model_billed=task.model,
-        providers_tried=[],
-        stream=False,
-        prompt_tokens=0,
-        completion_tokens=0,
-        cached_tokens=0,
-        usage_estimated=False,
-        cost=task.price,
-        status_code=200,
-        error="",
-        latency_ms=0,
-        ttft_ms=None,
-        client_ip=None,
-        request_bytes=0,
-        response_bytes=0,
-        client_disconnected=False,
+    if not MidjourneyTask.objects.filter(pk=task.pk, refunded=0).update(refunded=amount):
+        task.refresh_from_db(fields=["refunded"])
+        return
+    task.refunded = amount
+    user_adjust_balance(
+        user=task.user_id,
+        amount=amount,
+        kind=BillingRecord.Kind.REFUND,
+        description=f"{task.model} task {task.task_id}: {task.status}"[:255],
+        request_id=refund_request_id(task.task_id),
+        api_key_id=task.api_key_id,
     )
-    usage_settle_batch(events=[event])
-    MidjourneyTask.objects.filter(pk=task.pk).update(charged=task.price)
-    task.charged = task.price
+    if task.api_key_id:  # the key's budget gets it back too
+        _unspend(task.api_key_id, amount)
+
+
+def _unspend(key_id: int, amount: int) -> None:
+    from keys.models import APIKey
+    from quotas.counters import Settlement, get_store
+
+    APIKey.objects.filter(pk=key_id).update(spent=F("spent") - amount)
+    spent = APIKey.objects.filter(pk=key_id).values_list("spent", flat=True).first()
+    if spent is not None:
+        stamp = time.time_ns()
+        transaction.on_commit(
+            lambda: get_store().settled(Settlement(charges=[], spent={key_id: (spent, stamp)}))
+        )
 
 
 def midjourney_task_update(*, task: MidjourneyTask, upstream: TaskState) -> MidjourneyTask:
@@ -155,13 +159,13 @@ def midjourney_task_update(*, task: MidjourneyTask, upstream: TaskState) -> Midj
             return task
         for name, value in fields.items():
             setattr(task, name, value)
-        if new_status == Status.SUCCESS:
-            _charge(task)
+        if new_status in (Status.FAILURE, Status.CANCEL):
+            _refund(task)
     return task
 
 
 def midjourney_task_fail(*, task: MidjourneyTask, reason: str) -> MidjourneyTask:
-    """Mark an unfinished task failed (nothing was charged: the charge comes with SUCCESS)."""
+    """Mark an unfinished task failed (and refund it)."""
     state = TaskState(
         upstream_id=task.upstream_task_id, status=Status.FAILURE, progress=0, fail_reason=reason
     )

@@ -1,5 +1,5 @@
 """The /mj relay against real loopback midjourney-proxy fakes: submit, progress by fetch,
-one charge on SUCCESS (ledger == balance), nothing on FAILURE, queue-full failover,
+one charge when the upstream accepts (ledger == balance), one refund on FAILURE, queue-full failover,
 banned prompts, follow-ups on the parent's provider, isolation, modes, error shapes."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from django.db.models import Sum
 
 from accounts.models import PriceGroup, User
-from billing.models import BillingRecord, UsageLog
+from billing.models import BillingRecord, DailyUsage, UsageLog
 from core.money import to_nanos
 from jobs.models import MidjourneyTask
 from tests import factories
@@ -121,12 +121,18 @@ def test_imagine_progress_success_charged_once_then_upscale_on_same_provider(wor
     assert len(mj.submits()) == 2 and not mj_b.submits()  # the follow-up went to the parent's provider
     assert mj.submits()[0]["headers"]["mj-api-secret"] == SECRET
     assert mj.submits()[1]["json"]["taskId"] == MidjourneyTask.objects.get(task_id=task_id).upstream_task_id
+    _eventually(lambda: BillingRecord.objects.filter(user=user).count() == 2)
     assert _ledger_matches(user, start) == IMAGINE + UPSCALE
-    assert BillingRecord.objects.filter(user=user).count() == 2
+    assert sorted(BillingRecord.objects.filter(user=user).values_list("kind", "amount")) == sorted(
+        [("usage", -IMAGINE), ("usage", -UPSCALE)]
+    )
     task = MidjourneyTask.objects.get(task_id=task_id)
-    assert task.charged == IMAGINE and task.provider.base_url == mj.url
-    submits = UsageLog.objects.filter(user=user, request_type="midjourney", cost=0)
-    _eventually(lambda: submits.count() == 2)  # one usage log per submit, free
+    assert task.charged == IMAGINE and task.refunded == 0 and task.provider.base_url == mj.url
+    # one usage log per client request (the submit carries the charge), none for the fetches
+    logs = UsageLog.objects.filter(user=user)
+    assert sorted(logs.values_list("cost", flat=True)) == [UPSCALE, IMAGINE]
+    assert set(logs.values_list("request_type", flat=True)) == {"midjourney"}
+    assert DailyUsage.objects.filter(user=user).aggregate(n=Sum("requests"))["n"] == 2
 
 
 def _eventually(check, timeout=5.0):
@@ -156,7 +162,7 @@ def _remember_gateway(gateway):
     yield
 
 
-def test_failure_not_charged(world, mj):
+def test_failure_refunded(world, mj):
     _provider(world, mj)
     user = _user(world)
     start = user.balance
@@ -164,9 +170,87 @@ def test_failure_not_charged(world, mj):
     with _client(world_gateway(world), world.key(user)) as client:
         task_id = client.post("/mj/submit/imagine", json={"prompt": "x"}).json()["result"]
         done = _until_final(client, task_id)
+        for _ in range(3):  # reading it again refunds nothing more
+            client.get(f"/mj/task/{task_id}/fetch")
     assert done["status"] == "FAILURE" and done["failReason"] == "Banned by moderation"
+    _eventually(lambda: BillingRecord.objects.filter(user=user).count() == 2)
     assert _ledger_matches(user, start) == 0
-    assert not BillingRecord.objects.filter(user=user).exists()
+    assert sorted(BillingRecord.objects.filter(user=user).values_list("kind", "amount")) == [
+        ("refund", IMAGINE),
+        ("usage", -IMAGINE),
+    ]
+    assert BillingRecord.objects.get(user=user, kind="refund").request_id == f"mj-refund-{task_id}"
+    assert UsageLog.objects.filter(user=user).count() == 1
+    task = MidjourneyTask.objects.get(task_id=task_id)
+    assert task.charged == task.refunded == IMAGINE
+
+
+def test_failure_by_concurrent_updates_refunds_once(world, mj):
+    """A failure that arrives by several paths at once (poll, notify, fetch) refunds once."""
+    import threading
+
+    from django.db import connection
+
+    from jobs import services
+    from providers.midjourney import TaskState
+
+    _provider(world, mj)
+    user = _user(world)
+    start = user.balance
+    with _client(world_gateway(world), world.key(user)) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "x"}).json()["result"]
+    _eventually(lambda: BillingRecord.objects.filter(user=user).count() == 1)
+    barrier = threading.Barrier(6)
+    errors = []
+
+    def finish() -> None:
+        try:
+            task = MidjourneyTask.objects.get(task_id=task_id)
+            barrier.wait(5)
+            state = TaskState(task.upstream_task_id, status="FAILURE", progress=0, fail_reason="x")
+            services.midjourney_task_update(task=task, upstream=state)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=finish) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert not errors
+    assert BillingRecord.objects.filter(user=user, kind="refund").count() == 1
+    assert _ledger_matches(user, start) == 0
+
+
+def test_concurrent_imagines_stop_at_the_balance(world, mj):
+    """50 imagines at once against a balance that covers 20: exactly 20 accepted, each
+    charged once, the rest refused before the upstream."""
+    import asyncio
+
+    _provider(world, mj)
+    user = world.user("dora", balance=IMAGINE * 20)
+    key = world.key(user)
+    gateway = world_gateway(world)
+
+    async def run():
+        async with httpx.AsyncClient(
+            base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client:
+            return await asyncio.gather(
+                *(client.post("/mj/submit/imagine", json={"prompt": f"p{i}"}) for i in range(50))
+            )
+
+    answers = asyncio.run(run())
+    accepted = [a for a in answers if a.status_code == 200 and a.json()["code"] == 1]
+    refused = [a for a in answers if a.status_code == 402]
+    assert len(accepted) == 20 and len(refused) == 30, [a.status_code for a in answers]
+    assert len(mj.submits()) == 20
+    _eventually(lambda: BillingRecord.objects.filter(user=user).count() == 20)
+    assert _ledger_matches(user, IMAGINE * 20) == IMAGINE * 20
+    assert User.objects.get(pk=user.pk).balance == 0
+    assert MidjourneyTask.objects.filter(user=user, charged=IMAGINE).count() == 20
 
 
 def test_queue_full_fails_over_and_codes_21_22_answer_1(world, mj, mj_b):
@@ -266,6 +350,7 @@ def test_group_multiplier_applies(world, mj):
     with _client(world_gateway(world), world.key(user)) as client:
         task_id = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
         assert _until_final(client, task_id)["status"] == "SUCCESS"
+    _eventually(lambda: BillingRecord.objects.filter(user=user).exists())
     assert _ledger_matches(user, start) == IMAGINE * 3 // 2
 
 
@@ -336,7 +421,8 @@ def test_poller_finishes_tasks_and_charges_once(world, mj):
     assert listed[ok]["status"] == "SUCCESS" and listed[bad]["status"] == "FAILURE"
     assert [r["path"] for r in mj.requests].count("/mj/task/list-by-condition") == 2
     assert not [r for r in mj.requests if r["path"].endswith("/fetch")]
-    assert _ledger_matches(user, start) == IMAGINE
+    _eventually(lambda: BillingRecord.objects.filter(user=user).count() == 3)
+    assert _ledger_matches(user, start) == IMAGINE  # two charges, one refund
 
 
 @pytest.mark.skipif(bool(django_settings.REDIS_URL), reason="the embedded default (no Redis, no Celery beat)")

@@ -4,15 +4,18 @@ mode is recorded on the task).
 
 A submit is routed like any request: the action's priced model (``mj_imagine``,
 ``mj_upscale``...) gives the candidate midjourney providers; limits and the balance are
-checked in one counter-store step (the reservation is the action's price, released at
-once: a submit costs nothing); codes 1, 21 and 22 are accepted (the client is told 1),
-23 (queue full) moves on to the next provider, 24 (banned prompt) is passed back with its
-``bannedWord``. Follow-ups (change, simple-change, action) go to the provider that made
-the parent task. Clients see the gateway's own task ids, and only their own tasks.
+checked in one counter-store step (the reservation is the action's price); codes 1, 21
+and 22 are accepted (the client is told 1), 23 (queue full) moves on to the next
+provider, 24 (banned prompt) is passed back with its ``bannedWord``. Follow-ups
+(change, simple-change, action, modal) go to the provider that made the parent task.
+Clients see the gateway's own task ids, and only their own tasks.
 
-The task's price is charged once, when it reaches SUCCESS (``jobs.services``); a failed
-or cancelled task costs nothing. A fetch of an unfinished task whose data is older than
-``MJ_POLL_INTERVAL`` seconds reads the upstream first.
+The task's price is charged when the upstream accepts it: the submit's one usage event
+carries it (one usage log, one ledger row, settled against the reservation like any
+request); a task that fails, is cancelled or times out is refunded once
+(``jobs.services``), a second ledger row. A refused submit costs nothing. A fetch of an
+unfinished task whose data is older than ``MJ_POLL_INTERVAL`` seconds reads the upstream
+first.
 """
 
 from __future__ import annotations
@@ -174,6 +177,7 @@ def _submit(kind: str):
         mode, _ = _mode(ctx)
         record = UsageRecord(request_type="midjourney", endpoint=ctx.path)
         plan = None
+        charge = 0
         try:
             body = parse_json(await ctx.read_body())
             action, model, prompt, upstream, parent = await _plan_submit(ctx, kind, body)
@@ -203,7 +207,7 @@ def _submit(kind: str):
             price = token_cost(
                 info.price, prompt_tokens=0, completion_tokens=0, multiplier=ctx.key.multiplier
             )
-            await _forward_submit(
+            task = await _forward_submit(
                 ctx,
                 relay,
                 record,
@@ -220,6 +224,9 @@ def _submit(kind: str):
                     "parent_id": parent.pk if parent is not None else None,
                 },
             )
+            if task is not None:
+                charge = task.charged
+                await ctx.respond(200, answer(SUCCESS, "Submit success", task.task_id, {}))
         except RelayError as exc:
             record.status_code = exc.status
             record.error = exc.message
@@ -229,18 +236,27 @@ def _submit(kind: str):
             record.error = f"gateway error: {type(exc).__name__}"
             raise
         finally:
-            event = usage_event(ctx, record)  # a submit costs nothing: SUCCESS is charged
+            # one usage event per submit: it carries the charge when the upstream accepted
+            # the task (refunded by jobs.services if the task fails, is cancelled or times out)
+            event = usage_event(ctx, record)
+            event.cost = charge
             if plan is None:
                 relay.usage.push(event)
             else:
+                if plan.quotas:
+                    event.quotas = plan.quotas
                 store = relay.store
                 finish = store.finish if store.remote else store.finish_sync
-                finish(plan, tokens=0, cost=0, event=event)
+                finish(plan, tokens=0, cost=charge, event=event)
 
     return handle
 
 
-async def _forward_submit(ctx: Context, relay, record: UsageRecord, *, kind, upstream, routes, task_fields):
+async def _forward_submit(
+    ctx: Context, relay, record: UsageRecord, *, kind, upstream, routes, task_fields
+) -> MidjourneyTask | None:
+    """Submit on the first provider that takes the task; the task created, or None when
+    the client was told a refusal (banned prompt, every queue full, another code)."""
     queue_full = None
     last_error = ""
     for route in routes:
@@ -278,13 +294,13 @@ async def _forward_submit(ctx: Context, relay, record: UsageRecord, *, kind, ups
             await ctx.respond(
                 200, answer(BANNED_PROMPT, result.description or "Banned prompt", None, result.properties)
             )
-            return
+            return None
         if not result.accepted:  # the upstream refused the request itself: tell the client as it said
             record.error = f"code {result.code}: {result.description}"[:300]
             await ctx.respond(
                 200, answer(result.code, result.description or "Submit failed", None, result.properties)
             )
-            return
+            return None
         task = await db_async(services.midjourney_task_create)(
             task_id=_new_task_id(),
             upstream_task_id=result.upstream_id,
@@ -294,15 +310,14 @@ async def _forward_submit(ctx: Context, relay, record: UsageRecord, *, kind, ups
             submit_request_id=ctx.request_id,
             **task_fields,
         )
-        await ctx.respond(200, answer(SUCCESS, "Submit success", task.task_id, {}))
-        return
+        return task  # the caller answers, once the charge is on record
     if queue_full is not None:
         record.error = "every provider's queue is full"
         await ctx.respond(
             200,
             answer(QUEUE_REJECTED, queue_full.description or "Queue full, please try again later", None, {}),
         )
-        return
+        return None
     tried = len(record.providers_tried)
     raise RelayError(
         502,
@@ -392,8 +407,8 @@ def _endpoints(prefix: str) -> list[Endpoint]:
                 "code 1: submitted (result is the task id); 23: every provider's queue is full; "
                 "24: banned prompt (properties.bannedWord); other codes: the upstream refused.",
                 request=schema,
-                description="Submits a Midjourney task; its price is charged once, when it succeeds."
-                + MODE_TEXT,
+                description="Submits a Midjourney task; its price is charged when the upstream accepts it "
+                "and refunded if the task fails." + MODE_TEXT,
             )
         out.append(Endpoint(f"{prefix}submit/{kind}", "POST", MIDJOURNEY, handle=_submit(kind), doc=doc))
     out.append(
