@@ -46,7 +46,9 @@ def _poll_provider(provider: Provider, tasks: list[MidjourneyTask]) -> int:
     )
     updated = 0
     for start in range(0, len(tasks), BATCH):
-        batch = {t.upstream_task_id: t for t in tasks[start : start + BATCH]}
+        batch: dict[str, list[MidjourneyTask]] = defaultdict(list)  # a modal may share its task's id
+        for task in tasks[start : start + BATCH]:
+            batch[task.upstream_task_id].append(task)
         request = adapter.task_list_request(list(batch), target)
         try:
             response = httpx.request(
@@ -59,8 +61,7 @@ def _poll_provider(provider: Provider, tasks: list[MidjourneyTask]) -> int:
             logger.warning("midjourney poll failed", extra={"provider": provider.pk, "error": str(exc)[:300]})
             break
         for state in states:
-            task = batch.get(state.upstream_id)
-            if task is not None:
+            for task in batch.get(state.upstream_id, ()):
                 services.midjourney_task_update(task=task, upstream=state)
                 updated += 1
     return updated

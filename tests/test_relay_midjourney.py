@@ -4,6 +4,8 @@ banned prompts, follow-ups on the parent's provider, isolation, modes, error sha
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import pytest
 from django.conf import settings as django_settings
@@ -14,11 +16,23 @@ from billing.models import BillingRecord, DailyUsage, UsageLog
 from core.money import to_nanos
 from jobs.models import MidjourneyTask
 from tests import factories
-from tests.fakes.midjourney import FakeMidjourney
+from tests.fakes.midjourney import FakeMidjourney, png
 
 SECRET = "mj-upstream-secret"
 IMAGINE = to_nanos("0.1")
 UPSCALE = to_nanos("0.05")
+PRICES = {
+    "mj_imagine": IMAGINE,
+    "mj_upscale": UPSCALE,
+    "mj_variation": IMAGINE,
+    "mj_describe": to_nanos("0.02"),
+    "mj_blend": to_nanos("0.11"),
+    "mj_shorten": to_nanos("0.01"),
+    "mj_zoom": to_nanos("0.07"),
+    "mj_pan": to_nanos("0.06"),
+    "mj_modal": to_nanos("0.03"),
+}
+IMAGE = "data:image/png;base64," + base64.b64encode(png()).decode()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +74,7 @@ def _provider(world, fake, *, priority=0):
     from providers.models import ProviderModel
 
     provider = world.provider(fake.url, type="midjourney", api_key=SECRET, priority=priority)
-    for slug, amount in (("mj_imagine", IMAGINE), ("mj_upscale", UPSCALE), ("mj_variation", IMAGINE)):
+    for slug, amount in PRICES.items():
         _price(slug, amount)
         ProviderModel.objects.create(provider=provider, model=factories.ModelFactory(slug=slug))
     return provider
@@ -442,3 +456,110 @@ def test_embedded_default_polls_in_process(world, mj, settings):
         time.sleep(0.1)
     assert not [r for r in mj.requests if r["path"].endswith("/fetch")]
     assert MidjourneyTask.objects.get(task_id=task_id).charged == IMAGINE
+
+
+def test_describe_blend_shorten_are_priced_per_action(world, mj):
+    _provider(world, mj)
+    user = _user(world)
+    start = user.balance
+    with _client(world_gateway(world), world.key(user)) as client:
+        describe = client.post("/mj/submit/describe", json={"base64": IMAGE, "state": "d"}).json()
+        blend = client.post(
+            "/mj/submit/blend", json={"base64Array": [IMAGE, IMAGE], "dimensions": "LANDSCAPE"}
+        )
+        shorten = client.post("/mj/submit/shorten", json={"prompt": "a very long prompt --ar 16:9"}).json()
+        assert describe["code"] == blend.json()["code"] == shorten["code"] == 1
+        described = _until_final(client, describe["result"])
+        blended = _until_final(client, blend.json()["result"])
+        shortened = _until_final(client, shorten["result"])
+    assert (
+        described["action"] == "DESCRIBE"
+        and "prompt 1" in described["promptEn"]
+        and described["state"] == "d"
+    )
+    assert blended["action"] == "BLEND" and blended["status"] == "SUCCESS" and len(blended["imageUrls"]) == 4
+    assert shortened["action"] == "SHORTEN" and shortened["prompt"] == "a very long prompt --ar 16:9"
+    sent = {r["path"]: r["json"] for r in mj.submits()}
+    assert sent["/mj/submit/describe"] == {"base64": IMAGE, "state": "d"}
+    assert sent["/mj/submit/blend"] == {"base64Array": [IMAGE, IMAGE], "dimensions": "LANDSCAPE"}
+    assert sent["/mj/submit/shorten"] == {"prompt": "a very long prompt --ar 16:9"}
+    _eventually(lambda: BillingRecord.objects.filter(user=user).count() == 3)
+    assert _ledger_matches(user, start) == PRICES["mj_describe"] + PRICES["mj_blend"] + PRICES["mj_shorten"]
+
+
+def test_zoom_pan_and_modal_follow_the_parent_at_their_own_prices(world, mj, mj_b):
+    _provider(world, mj, priority=0)
+    user = _user(world)
+    start = user.balance
+    with _client(world_gateway(world), world.key(user)) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        _until_final(client, task_id)
+        _provider(world, mj_b, priority=10)  # follow-ups still go to the parent's provider
+        upstream = MidjourneyTask.objects.get(task_id=task_id).upstream_task_id
+        zoom = client.post(
+            "/mj/submit/action",
+            json={"taskId": task_id, "customId": f"MJ::Outpaint::50::1::{upstream}::SOLO"},
+        ).json()
+        pan = client.post(
+            "/mj/submit/action",
+            json={"taskId": task_id, "customId": f"MJ::JOB::pan_left::1::{upstream}::SOLO"},
+        ).json()
+        assert _until_final(client, zoom["result"])["action"] == "ZOOM"
+        assert _until_final(client, pan["result"])["action"] == "PAN"
+        # a custom zoom asks for input: code 21 upstream, the client is told 1, the task waits in MODAL
+        custom = client.post(
+            "/mj/submit/action", json={"taskId": task_id, "customId": f"MJ::CustomZoom::{upstream}"}
+        ).json()
+        assert custom["code"] == 1
+        waiting = client.get(f"/mj/task/{custom['result']}/fetch").json()
+        assert waiting["status"] == "MODAL"
+        modal = client.post(
+            "/mj/submit/modal",
+            json={"taskId": custom["result"], "prompt": "a --zoom 1.8", "maskBase64": IMAGE},
+        ).json()
+        assert modal["code"] == 1
+        assert _until_final(client, modal["result"])["status"] == "SUCCESS"
+    modal_sent = mj.submits()[-1]
+    assert modal_sent["path"] == "/mj/submit/modal"
+    assert modal_sent["json"] == {
+        "taskId": MidjourneyTask.objects.get(task_id=custom["result"]).upstream_task_id,
+        "prompt": "a --zoom 1.8",
+        "maskBase64": IMAGE,
+    }
+    assert not mj_b.submits()
+    models = dict(MidjourneyTask.objects.filter(user=user).values_list("action", "model"))
+    assert models == {"IMAGINE": "mj_imagine", "ZOOM": "mj_zoom", "PAN": "mj_pan", "MODAL": "mj_modal"}
+    _eventually(lambda: BillingRecord.objects.filter(user=user).count() == 5)
+    expected = IMAGINE + 2 * PRICES["mj_zoom"] + PRICES["mj_pan"] + PRICES["mj_modal"]
+    assert _ledger_matches(user, start) == expected
+
+
+def test_bad_input_of_the_other_submits_is_refused_in_midjourney_shape(world, mj):
+    _provider(world, mj)
+    user = _user(world)
+    with _client(world_gateway(world), world.key(user)) as client:
+        done = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        _until_final(client, done)
+        mj.reset()
+        cases = [
+            ("/mj/submit/describe", {}, 400, 4, "base64"),
+            ("/mj/submit/describe", {"base64": "data:image/png;base64,@@@"}, 400, 4, "base64"),
+            ("/mj/submit/describe", {"base64": 42}, 400, 4, "base64"),
+            ("/mj/submit/blend", {"base64Array": [IMAGE]}, 400, 4, "base64Array"),
+            ("/mj/submit/blend", {"base64Array": IMAGE}, 400, 4, "base64Array"),
+            ("/mj/submit/blend", {"base64Array": [IMAGE, "nope!"]}, 400, 4, "base64Array[1]"),
+            ("/mj/submit/blend", {"base64Array": [IMAGE, IMAGE], "dimensions": "WIDE"}, 400, 4, "dimensions"),
+            ("/mj/submit/shorten", {"prompt": ""}, 400, 4, "prompt"),
+            ("/mj/submit/imagine", {"prompt": "a", "base64Array": "x"}, 400, 4, "base64Array"),
+            ("/mj/submit/modal", {}, 400, 4, "taskId"),
+            ("/mj/submit/modal", {"taskId": "unknown"}, 404, 3, "taskId"),
+            ("/mj/submit/modal", {"taskId": done, "maskBase64": "%%"}, 400, 4, "maskBase64"),
+            ("/mj/submit/action", {"taskId": done, "customId": 7}, 400, 4, "customId"),
+        ]
+        for path, body, status, code, param in cases:
+            response = client.post(path, json=body)
+            answer = response.json()
+            assert response.status_code == status, (path, body, answer)
+            assert answer["code"] == code and answer["result"] is None, (path, body, answer)
+            assert answer["properties"]["param"] == param, (path, body, answer)
+    assert not mj.submits()

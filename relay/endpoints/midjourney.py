@@ -20,6 +20,8 @@ first.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import re
 import secrets
@@ -51,15 +53,20 @@ logger = logging.getLogger("relay")
 MODES = {"/mj/": "", "/mj-fast/mj/": "fast", "/mj-relax/mj/": "relax", "/mj-turbo/mj/": "turbo"}
 CHANGE_ACTIONS = {"UPSCALE": "mj_upscale", "VARIATION": "mj_variation", "REROLL": "mj_reroll"}
 SIMPLE = re.compile(r"^\s*(\S+)\s+([UV])([1-4])\s*$|^\s*(\S+)\s+(R)\s*$", re.IGNORECASE)
-# customId (MJ::JOB::upsample::1::hash) -> (action, priced model)
+# customId (MJ::JOB::upsample::1::hash) -> (action, priced model); the first word found
+# decides, so the longer words come first
 CUSTOM_ACTIONS = (
     ("upsample", "UPSCALE", "mj_upscale"),
-    ("variation", "VARIATION", "mj_variation"),
+    ("variation", "VARIATION", "mj_variation"),  # also high_variation, low_variation
     ("reroll", "REROLL", "mj_reroll"),
     ("outpaint", "ZOOM", "mj_zoom"),
+    ("customzoom", "ZOOM", "mj_zoom"),
     ("zoom", "ZOOM", "mj_zoom"),
-    ("pan", "PAN", "mj_pan"),
+    ("pan_", "PAN", "mj_pan"),
+    ("inpaint", "INPAINT", "mj_inpaint"),
 )
+DIMENSIONS = ("PORTRAIT", "SQUARE", "LANDSCAPE")
+BASE64_IMAGE = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
 def _mode(ctx: Context) -> tuple[str, str]:
@@ -109,12 +116,47 @@ def _text(body: dict, name: str, *, required: bool = True) -> str:
     return value
 
 
-async def _parent(ctx: Context, task_id: str) -> MidjourneyTask:
+def _image(value, name: str) -> str:
+    """A base64 image as midjourney-proxy takes it: ``data:image/png;base64,...`` (or the
+    bare base64); checked to decode, passed on as given."""
+    if not isinstance(value, str) or not value.strip():
+        raise RelayError(400, f"'{name}' must be a base64 image (data:image/png;base64,...).", param=name)
+    data = BASE64_IMAGE.sub("", value.strip(), count=1)
+    try:
+        decoded = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise RelayError(400, f"'{name}' is not valid base64.", param=name) from None
+    if not decoded:
+        raise RelayError(400, f"'{name}' is empty.", param=name)
+    return value
+
+
+def _images(body: dict, name: str, *, least: int, most: int) -> list[str]:
+    value = body.get(name)
+    if not isinstance(value, list) or not least <= len(value) <= most:
+        raise RelayError(400, f"'{name}' must be an array of {least} to {most} base64 images.", param=name)
+    return [_image(item, f"{name}[{index}]") for index, item in enumerate(value)]
+
+
+def _copy(body: dict, upstream: dict, *names: str) -> dict:
+    for name in names:
+        if name in body:
+            upstream[name] = body[name]
+    return upstream
+
+
+async def _parent(ctx: Context, task_id: str, *, modal: bool = False) -> MidjourneyTask:
     task = await db_async(selectors.midjourney_task_get)(user_id=ctx.key.user_id, task_id=task_id)
     if task is None:
         raise RelayError(404, f"Task '{task_id}' not found.", param="taskId", code="task_not_found")
-    if task.status != MidjourneyTask.Status.SUCCESS:
-        raise RelayError(400, f"Task '{task_id}' has not succeeded; only finished tasks take actions.")
+    allowed = (
+        (MidjourneyTask.Status.SUCCESS, MidjourneyTask.Status.MODAL)
+        if modal
+        else (MidjourneyTask.Status.SUCCESS,)
+    )
+    if task.status not in allowed:
+        what = "succeeded or awaiting a modal" if modal else "succeeded"
+        raise RelayError(400, f"Task '{task_id}' has not {what}; it cannot take this action.", param="taskId")
     return task
 
 
@@ -125,8 +167,30 @@ async def _plan_submit(ctx: Context, kind: str, body: dict):
     """(action, model, prompt, upstream body, parent task) for a submit of ``kind``."""
     if kind == "imagine":
         prompt = _text(body, "prompt")
-        upstream = {k: body[k] for k in ("prompt", "base64Array", "state") if k in body}
+        if body.get("base64Array") is not None:
+            _images(body, "base64Array", least=0, most=5)
+        upstream = _copy(body, {}, "prompt", "base64Array", "state")
         return "IMAGINE", "mj_imagine", prompt, upstream, None
+    if kind == "describe":
+        _image(body.get("base64"), "base64")
+        return "DESCRIBE", "mj_describe", "", _copy(body, {}, "base64", "state"), None
+    if kind == "blend":
+        _images(body, "base64Array", least=2, most=5)
+        dimensions = body.get("dimensions", "SQUARE")
+        if dimensions not in DIMENSIONS:
+            raise RelayError(400, "'dimensions' must be PORTRAIT, SQUARE or LANDSCAPE.", param="dimensions")
+        upstream = _copy(body, {"dimensions": dimensions}, "base64Array", "state")
+        return "BLEND", "mj_blend", "", upstream, None
+    if kind == "shorten":
+        prompt = _text(body, "prompt")
+        return "SHORTEN", "mj_shorten", prompt, _copy(body, {}, "prompt", "state"), None
+    if kind == "modal":
+        parent = await _parent(ctx, _text(body, "taskId"), modal=True)
+        prompt = _text(body, "prompt", required=False)
+        if body.get("maskBase64") is not None:
+            _image(body["maskBase64"], "maskBase64")
+        upstream = _copy(body, {"taskId": parent.upstream_task_id}, "prompt", "maskBase64", "state")
+        return "MODAL", "mj_modal", prompt or parent.prompt, upstream, parent
     if kind == "change":
         action = body.get("action")
         if action not in CHANGE_ACTIONS:
@@ -162,14 +226,15 @@ async def _plan_submit(ctx: Context, kind: str, body: dict):
     # action
     custom_id = _text(body, "customId")
     parent = await _parent(ctx, _text(body, "taskId"))
-    lowered = custom_id.lower()
-    action, model = next(
-        ((a, m) for word, a, m in CUSTOM_ACTIONS if word in lowered), ("ACTION", "mj_action")
-    )
-    upstream = {"taskId": parent.upstream_task_id, "customId": custom_id}
-    if "state" in body:
-        upstream["state"] = body["state"]
+    action, model = custom_action(custom_id)
+    upstream = _copy(body, {"taskId": parent.upstream_task_id, "customId": custom_id}, "state")
     return action, model, parent.prompt, upstream, parent
+
+
+def custom_action(custom_id: str) -> tuple[str, str]:
+    """(action, priced model) of a button's customId; unknown buttons are ``mj_action``."""
+    lowered = custom_id.lower()
+    return next(((a, m) for word, a, m in CUSTOM_ACTIONS if word in lowered), ("ACTION", "mj_action"))
 
 
 def _submit(kind: str):
@@ -387,6 +452,10 @@ SUBMITS = {
     "change": ("MidjourneyChange", "Upscale, vary or reroll a finished task"),
     "simple-change": ("MidjourneySimpleChange", "A change written as '<taskId> U1'"),
     "action": ("MidjourneyAction", "Press a button (customId) of a finished task"),
+    "modal": ("MidjourneyModal", "Complete an action that asked for input (zoom, vary region...)"),
+    "describe": ("MidjourneyDescribe", "Describe: prompts for an image"),
+    "blend": ("MidjourneyBlend", "Blend: one image from 2 to 5 images"),
+    "shorten": ("MidjourneyShorten", "Shorten: a shorter prompt"),
 }
 MODE_TEXT = (
     " Also served under /mj-fast/mj/, /mj-relax/mj/ and /mj-turbo/mj/ (the mode is recorded on the task)."
@@ -503,6 +572,38 @@ SCHEMAS: dict[str, dict] = {
             "customId": {"type": "string", "example": "MJ::JOB::upsample::2::4ea9"},
             "state": _STATE,
         },
+    },
+    "MidjourneyModal": {
+        "type": "object",
+        "required": ["taskId"],
+        "properties": {
+            "taskId": {"type": "string"},
+            "prompt": {"type": "string"},
+            "maskBase64": {"type": "string", "description": "data:image/png;base64,..."},
+            "state": _STATE,
+        },
+    },
+    "MidjourneyDescribe": {
+        "type": "object",
+        "required": ["base64"],
+        "properties": {
+            "base64": {"type": "string", "example": "data:image/png;base64,iVBORw0..."},
+            "state": _STATE,
+        },
+    },
+    "MidjourneyBlend": {
+        "type": "object",
+        "required": ["base64Array"],
+        "properties": {
+            "base64Array": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 5},
+            "dimensions": {"type": "string", "enum": list(DIMENSIONS), "default": "SQUARE"},
+            "state": _STATE,
+        },
+    },
+    "MidjourneyShorten": {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {"prompt": {"type": "string"}, "state": _STATE},
     },
     "MidjourneyListByCondition": {
         "type": "object",
