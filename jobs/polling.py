@@ -68,14 +68,14 @@ def _poll_provider(provider: Provider, tasks: list[MidjourneyTask]) -> int:
 
 
 def midjourney_tasks_poll() -> int:
-    """Read every unfinished task not read within ``MJ_POLL_INTERVAL`` from its provider;
-    returns how many were updated."""
+    """Fail the tasks past ``MJ_TASK_TIMEOUT``, then read every unfinished task not read
+    within ``MJ_POLL_INTERVAL`` from its provider; returns how many were updated."""
+    updated = services.midjourney_tasks_time_out()
     stale_before = timezone.now() - timedelta(seconds=settings.MJ_POLL_INTERVAL)
     by_provider: dict[int, list[MidjourneyTask]] = defaultdict(list)
     for task in selectors.midjourney_tasks_unfinished():
         if task.provider_id is not None and task.refreshed_at <= stale_before:
             by_provider[task.provider_id].append(task)
-    updated = 0
     for provider in Provider.objects.filter(pk__in=list(by_provider)):
         updated += _poll_provider(provider, by_provider[provider.pk])
     return updated

@@ -21,3 +21,8 @@ def midjourney_tasks_unfinished(*, limit: int = 500) -> list[MidjourneyTask]:
         .exclude(upstream_task_id="")
         .order_by("refreshed_at")[:limit]
     )
+
+
+def midjourney_tasks_of_upstream(*, provider_id: int, upstream_task_id: str) -> list[MidjourneyTask]:
+    """The gateway's tasks for one upstream task of one provider (a modal may share it)."""
+    return list(MidjourneyTask.objects.filter(provider_id=provider_id, upstream_task_id=upstream_task_id))

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -57,6 +58,7 @@ def midjourney_task_create(
     state: str,
     price: int,
     submit_request_id: str,
+    notify_hook: str = "",
     properties: dict | None = None,
 ) -> MidjourneyTask:
     now = timezone.now()
@@ -75,6 +77,7 @@ def midjourney_task_create(
         price=price,
         charged=price,
         submit_request_id=submit_request_id,
+        notify_hook=notify_hook,
         properties=properties or {},
         status=Status.SUBMITTED,
         submitted_at=now,
@@ -152,6 +155,7 @@ def midjourney_task_update(*, task: MidjourneyTask, upstream: TaskState) -> Midj
         fields["finished_at"] = now
     if new_status == Status.FAILURE and not fields["fail_reason"]:
         fields["fail_reason"] = "The upstream reported a failure."
+    changed = new_status != task.status or fields["progress"] != task.progress
     with transaction.atomic():
         moved = MidjourneyTask.objects.filter(pk=task.pk, status=task.status).update(**fields)
         if not moved:  # another poll got there first: take its result
@@ -161,7 +165,36 @@ def midjourney_task_update(*, task: MidjourneyTask, upstream: TaskState) -> Midj
             setattr(task, name, value)
         if new_status in (Status.FAILURE, Status.CANCEL):
             _refund(task)
+        if changed and task.notify_hook:
+            _notify_on_commit(task)
     return task
+
+
+def _notify_on_commit(task: MidjourneyTask) -> None:
+    from .hooks import hook_schedule
+    from .wire import task_json
+
+    payload, url, task_id = task_json(task), task.notify_hook, task.task_id
+    transaction.on_commit(lambda: hook_schedule(url=url, payload=payload, task_id=task_id))
+
+
+def midjourney_tasks_time_out() -> int:
+    """Fail (and refund) every unfinished task submitted more than ``MJ_TASK_TIMEOUT``
+    seconds ago; returns how many."""
+    before = timezone.now() - timedelta(seconds=settings.MJ_TASK_TIMEOUT)
+    stuck = MidjourneyTask.objects.exclude(status__in=MidjourneyTask.FINAL).filter(submitted_at__lt=before)
+    failed = 0
+    for task in stuck[:500]:
+        if midjourney_task_time_out(task=task).status == Status.FAILURE:
+            failed += 1
+    return failed
+
+
+def midjourney_task_time_out(*, task: MidjourneyTask) -> MidjourneyTask:
+    """The task failed by the timeout when it is unfinished and older than it."""
+    if task.final or timezone.now() - task.submitted_at < timedelta(seconds=settings.MJ_TASK_TIMEOUT):
+        return task
+    return midjourney_task_fail(task=task, reason=f"Timed out after {settings.MJ_TASK_TIMEOUT} s.")
 
 
 def midjourney_task_fail(*, task: MidjourneyTask, reason: str) -> MidjourneyTask:

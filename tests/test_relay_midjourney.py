@@ -563,3 +563,181 @@ def test_bad_input_of_the_other_submits_is_refused_in_midjourney_shape(world, mj
             assert answer["code"] == code and answer["result"] is None, (path, body, answer)
             assert answer["properties"]["param"] == param, (path, body, answer)
     assert not mj.submits()
+
+
+def _wait(check, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_upstream_notify_updates_tasks_at_once_and_never_backwards(world, mj, settings):
+    gateway = world_gateway(world)
+    settings.MJ_NOTIFY_BASE_URL = gateway.url
+    settings.MJ_POLL_INTERVAL = 3600  # fetches read the database only: the notify moves the task
+    provider = _provider(world, mj)
+    other = world.provider("http://127.0.0.1:9", type="midjourney", api_key=SECRET)  # never called
+    from jobs.hooks import notify_token
+
+    with _client(gateway, world.key(_user(world))) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        upstream = MidjourneyTask.objects.get(task_id=task_id).upstream_task_id
+        hook = mj.submits()[0]["json"]["notifyHook"]
+        assert hook == f"{gateway.url}/mj/notify/{provider.pk}/{notify_token(provider.pk)}"
+        assert mj.push(upstream) == 200
+        assert client.get(f"/mj/task/{task_id}/fetch").json()["status"] == "IN_PROGRESS"
+        stale = dict(mj.tasks[upstream])  # an IN_PROGRESS report that will arrive late
+        assert mj.push(upstream) == 200
+        done = client.get(f"/mj/task/{task_id}/fetch").json()
+        assert done["status"] == "SUCCESS" and done["imageUrl"]
+        late = httpx.post(hook, json={k: v for k, v in stale.items() if not k.startswith("_")})
+        assert late.status_code == 200
+        assert client.get(f"/mj/task/{task_id}/fetch").json()["status"] == "SUCCESS"
+    assert not [r for r in mj.requests if r["path"].endswith("/fetch") or "list-by" in r["path"]]
+    # a wrong token, or another provider's token for this provider's path, is refused
+    for url in (
+        f"{gateway.url}/mj/notify/{provider.pk}/nope",
+        f"{gateway.url}/mj/notify/{provider.pk}/{notify_token(other.pk)}",
+        f"{gateway.url}/mj/notify/x/{notify_token(provider.pk)}",
+    ):
+        refused = httpx.post(url, json={"id": upstream, "status": "FAILURE"})
+        assert refused.status_code == 401 and refused.json()["code"] == 9
+    assert MidjourneyTask.objects.get(task_id=task_id).status == "SUCCESS"
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("mj_notify_url", provider.name, stdout=out)
+    assert out.getvalue().strip() == hook
+
+
+def test_poll_and_notify_racing_charge_once_and_refund_once(world, mj, settings):
+    import threading
+
+    from django.db import connection
+
+    from jobs.polling import midjourney_tasks_poll
+
+    gateway = world_gateway(world)
+    settings.MJ_NOTIFY_BASE_URL = gateway.url
+    _provider(world, mj)
+    user = _user(world)
+    start = user.balance
+    mj.script({"steps": 1}, {"steps": 1, "fail": "upstream error"})
+    with _client(gateway, world.key(user)) as client:
+        ok = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        bad = client.post("/mj/submit/imagine", json={"prompt": "b"}).json()["result"]
+    upstream = [MidjourneyTask.objects.get(task_id=t).upstream_task_id for t in (ok, bad)]
+    barrier = threading.Barrier(3)
+
+    def poll():
+        barrier.wait(5)
+        try:
+            midjourney_tasks_poll()
+        finally:
+            connection.close()
+
+    def notify(upstream_id):
+        barrier.wait(5)
+        mj.push(upstream_id)
+
+    threads = [threading.Thread(target=poll)] + [threading.Thread(target=notify, args=(u,)) for u in upstream]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    statuses = dict(MidjourneyTask.objects.filter(user=user).values_list("task_id", "status"))
+    assert statuses == {ok: "SUCCESS", bad: "FAILURE"}
+    _eventually(lambda: BillingRecord.objects.filter(user=user).count() == 3)
+    kinds = sorted(BillingRecord.objects.filter(user=user).values_list("kind", flat=True))
+    assert kinds == ["refund", "usage", "usage"]
+    assert _ledger_matches(user, start) == IMAGINE
+
+
+def test_client_notify_hook_gets_each_change_with_retries(world, mj, settings):
+    settings.OUTBOUND_ALLOWED_HOSTS = [f"127.0.0.1:{mj.port}"]
+    mj.hook_statuses.extend([500])  # the first delivery fails once, then goes through
+    _provider(world, mj)
+    with _client(world_gateway(world), world.key(_user(world))) as client:
+        answer = client.post(
+            "/mj-relax/mj/submit/imagine", json={"prompt": "a", "notifyHook": f"{mj.url}/hooks/c1"}
+        ).json()
+        task_id = answer["result"]
+        assert "notifyHook" not in mj.submits()[0]["json"]  # the client's hook stays with the gateway
+        _until_final(client, task_id)
+    _wait(lambda: any(c["json"]["status"] == "SUCCESS" for c in mj.hook_calls))
+    _wait(lambda: len(mj.hook_calls) == 3)  # IN_PROGRESS failed once and was retried, then SUCCESS
+    calls = [c["json"] for c in mj.hook_calls]
+    assert all(c["id"] == task_id and c["mode"] == "relax" for c in calls)
+    assert sorted(c["status"] for c in calls) == ["IN_PROGRESS", "IN_PROGRESS", "SUCCESS"]
+    success = next(c for c in calls if c["status"] == "SUCCESS")
+    assert success["imageUrl"] and success["progress"] == "100%" and success["buttons"]
+
+
+def test_client_notify_hook_to_loopback_is_refused_unless_allowed(world, mj, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="jobs.hooks")
+    _provider(world, mj)
+    with _client(world_gateway(world), world.key(_user(world))) as client:
+        for hook in (f"{mj.url}/hooks/x", "ftp://example.com/x", "not a url", f"http://[::1]:{mj.port}/h"):
+            refused = client.post("/mj/submit/imagine", json={"prompt": "a", "notifyHook": hook})
+            assert refused.status_code == 400, hook
+            assert refused.json()["code"] == 4 and refused.json()["properties"]["param"] == "notifyHook"
+        assert not mj.submits()
+        # a name is checked once resolved, at delivery: localhost is loopback, so nothing is sent
+        task_id = client.post(
+            "/mj/submit/imagine", json={"prompt": "a", "notifyHook": f"http://localhost:{mj.port}/hooks/y"}
+        ).json()["result"]
+        assert _until_final(client, task_id)["status"] == "SUCCESS"
+    _wait(lambda: sum("notifyHook refused" in r.getMessage() for r in caplog.records) >= 2)
+    assert not mj.hook_calls
+
+
+def test_stuck_tasks_time_out_and_are_refunded(world, mj, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobs.polling import midjourney_tasks_poll
+
+    settings.MJ_TASK_TIMEOUT = 60
+    _provider(world, mj)
+    user = _user(world)
+    start = user.balance
+    with _client(world_gateway(world), world.key(user)) as client:
+        by_poll = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        by_fetch = client.post("/mj/submit/imagine", json={"prompt": "b"}).json()["result"]
+        fresh = client.post("/mj/submit/imagine", json={"prompt": "c"}).json()["result"]
+        MidjourneyTask.objects.filter(task_id__in=[by_poll, by_fetch]).update(
+            submitted_at=timezone.now() - timedelta(seconds=61)
+        )
+        fetched = client.get(f"/mj/task/{by_fetch}/fetch").json()
+        assert fetched["status"] == "FAILURE" and "Timed out" in fetched["failReason"]
+        midjourney_tasks_poll()
+    statuses = dict(MidjourneyTask.objects.filter(user=user).values_list("task_id", "status"))
+    assert statuses == {by_poll: "FAILURE", by_fetch: "FAILURE", fresh: "IN_PROGRESS"}
+    _eventually(lambda: BillingRecord.objects.filter(user=user).count() == 5)
+    assert _ledger_matches(user, start) == IMAGINE  # three charges, two refunds
+
+
+def test_fetch_reads_the_upstream_only_when_the_data_is_older_than_the_poll_interval(world, mj, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.MJ_POLL_INTERVAL = 60
+    _provider(world, mj)
+    with _client(world_gateway(world), world.key(_user(world))) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        assert client.get(f"/mj/task/{task_id}/fetch").json()["status"] == "SUBMITTED"
+        assert not [r for r in mj.requests if r["path"].endswith("/fetch")]
+        MidjourneyTask.objects.filter(task_id=task_id).update(
+            refreshed_at=timezone.now() - timedelta(seconds=61)
+        )
+        assert client.get(f"/mj/task/{task_id}/fetch").json()["status"] == "IN_PROGRESS"
+        assert len([r for r in mj.requests if r["path"].endswith("/fetch")]) == 1

@@ -31,9 +31,11 @@ import orjson
 from django.conf import settings
 
 from billing.pricing import token_cost
-from jobs import selectors, services
+from jobs import hooks, selectors, services
 from jobs.models import MidjourneyTask
+from jobs.wire import task_json
 from providers.base import Capability
+from providers.midjourney import parse_task
 from providers.registry import get_adapter
 
 from ..config import CONFIG, Route
@@ -79,32 +81,6 @@ def _mode(ctx: Context) -> tuple[str, str]:
 
 def _new_task_id() -> str:
     return f"{time.time_ns() // 1_000_000}{secrets.randbelow(1_000_000):06d}"
-
-
-def _ms(value) -> int | None:
-    return int(value.timestamp() * 1000) if value else None
-
-
-def task_json(task: MidjourneyTask) -> dict:
-    return {
-        "id": task.task_id,
-        "action": task.action,
-        "mode": task.mode,
-        "status": task.status,
-        "progress": f"{task.progress}%",
-        "prompt": task.prompt,
-        "promptEn": task.prompt_en,
-        "description": task.description,
-        "state": task.state,
-        "submitTime": _ms(task.submitted_at),
-        "startTime": _ms(task.started_at),
-        "finishTime": _ms(task.finished_at),
-        "imageUrl": task.image_url,
-        "imageUrls": [{"url": url} for url in task.image_urls],
-        "failReason": task.fail_reason,
-        "properties": task.properties,
-        "buttons": task.buttons,
-    }
 
 
 def _text(body: dict, name: str, *, required: bool = True) -> str:
@@ -246,6 +222,11 @@ def _submit(kind: str):
         try:
             body = parse_json(await ctx.read_body())
             action, model, prompt, upstream, parent = await _plan_submit(ctx, kind, body)
+            hook = body.get("notifyHook")
+            if hook is not None and hook != "":
+                problem = hooks.hook_url_error(hook)
+                if problem:
+                    raise RelayError(400, problem, param="notifyHook")
             record.model_requested = model
             info, routes = await resolve(ctx, model, Capability.TASKS, what="Midjourney tasks")
             record.price = info.price
@@ -287,6 +268,7 @@ def _submit(kind: str):
                     "state": str(body.get("state") or ""),
                     "price": price,
                     "parent_id": parent.pk if parent is not None else None,
+                    "notify_hook": hook.strip() if isinstance(hook, str) else "",
                 },
             )
             if task is not None:
@@ -326,7 +308,10 @@ async def _forward_submit(
     last_error = ""
     for route in routes:
         adapter = get_adapter(route.provider_type)
-        request = adapter.task_submit_request(kind, upstream, target_for(route))
+        body = upstream
+        if settings.MJ_NOTIFY_BASE_URL:  # the upstream tells the gateway of each change at once
+            body = {**upstream, "notifyHook": hooks.notify_url(route.provider_id)}
+        request = adapter.task_submit_request(kind, body, target_for(route))
         started = time.monotonic()
         status, payload = await relay.forwarder.fetch(request, timeout=route.timeout)
         tried = {"provider": route.provider_id, "name": route.provider_name, "status": status or 502}
@@ -403,7 +388,10 @@ async def _route_of(task: MidjourneyTask) -> Route | None:
 
 async def refresh(relay, task: MidjourneyTask) -> MidjourneyTask:
     """The task, read again from its upstream when unfinished and older than the poll
-    interval (an unreachable upstream leaves it as it is)."""
+    interval (an unreachable upstream leaves it as it is); failed when past the timeout."""
+    if task.final:
+        return task
+    task = await db_async(services.midjourney_task_time_out)(task=task)
     if task.final or not task.upstream_task_id:
         return task
     if time.time() - task.refreshed_at.timestamp() < settings.MJ_POLL_INTERVAL:
@@ -443,6 +431,27 @@ async def list_by_condition(ctx: Context, relay) -> None:
     tasks = await db_async(selectors.midjourney_tasks_by_ids)(user_id=ctx.key.user_id, task_ids=ids)
     tasks = [await refresh(relay, task) for task in tasks]
     await ctx.respond(200, orjson.dumps([task_json(task) for task in tasks]))
+
+
+async def upstream_notify(ctx: Context, relay) -> None:
+    """``POST /mj/notify/<provider id>/<token>``: an upstream's task, applied at once to
+    the gateway's tasks it made for that provider (never moving one backwards)."""
+    provider, _, token = ctx.path[len("/mj/notify/") :].partition("/")
+    if not provider.isdigit() or not hooks.notify_token_valid(int(provider), token):
+        raise RelayError(401, "Unknown notify URL.", code="invalid_notify_token")
+    body = parse_json(await ctx.read_body())
+    try:
+        state = parse_task(body)
+    except (TypeError, ValueError, AttributeError):
+        raise RelayError(400, "The notification is not a midjourney-proxy task.") from None
+    if not state.upstream_id:
+        raise RelayError(400, "The notification has no task id.", param="id")
+    tasks = await db_async(selectors.midjourney_tasks_of_upstream)(
+        provider_id=int(provider), upstream_task_id=state.upstream_id
+    )
+    for task in tasks:
+        await db_async(services.midjourney_task_update)(task=task, upstream=state)
+    await ctx.respond(200, answer(SUCCESS, "Notified", None, {"tasks": len(tasks)}))
 
 
 # --------------------------------------------------------------------------- table
@@ -523,12 +532,42 @@ def _endpoints(prefix: str) -> list[Endpoint]:
     return out
 
 
-ENDPOINTS = [endpoint for prefix in MODES for endpoint in _endpoints(prefix)]
+ENDPOINTS = [endpoint for prefix in MODES for endpoint in _endpoints(prefix)] + [
+    Endpoint(
+        "/mj/notify/",
+        "POST",
+        MIDJOURNEY,
+        handle=upstream_notify,
+        authenticated=False,
+        prefix=True,
+        doc=Doc(
+            "mj_upstream_notify",
+            "An upstream midjourney-proxy reports a task (its notifyHook)",
+            "relay: midjourney",
+            "MidjourneySubmit",
+            "code 1; properties.tasks: how many of the gateway's tasks it updated.",
+            request="MidjourneyUpstreamTask",
+            parameters=(
+                {"name": "provider", "in": "path", "required": True, "schema": {"type": "integer"}},
+                {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}},
+            ),
+            path="/mj/notify/{provider}/{token}",
+            description="Authenticated by the provider's own token in the path "
+            "(manage.py mj_notify_url PROVIDER prints the URL); no API key.",
+        ),
+    )
+]
 
 
 # --- OpenAPI: the shapes this module answers with ------------------------------------
 
 _STATE = {"type": "string", "description": "Returned as given on the task."}
+_HOOK = {
+    "type": "string",
+    "format": "uri",
+    "description": "POSTed the task JSON on each change (http/https, public addresses only "
+    "unless listed in OUTBOUND_ALLOWED_HOSTS). Taken by every submit.",
+}
 SCHEMAS: dict[str, dict] = {
     "MidjourneySubmit": {
         "type": "object",
@@ -546,6 +585,7 @@ SCHEMAS: dict[str, dict] = {
         "properties": {
             "prompt": {"type": "string", "example": "a cat in a hat --v 6"},
             "base64Array": {"type": "array", "items": {"type": "string"}},
+            "notifyHook": _HOOK,
             "state": _STATE,
         },
     },
@@ -652,4 +692,15 @@ SCHEMAS: dict[str, dict] = {
         },
     },
     "MidjourneyTaskList": {"type": "array", "items": ref("MidjourneyTask")},
+    "MidjourneyUpstreamTask": {
+        "type": "object",
+        "required": ["id", "status"],
+        "description": "The upstream's task, as its fetch answers it (its own id).",
+        "additionalProperties": True,
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string"},
+            "progress": {"type": "string"},
+        },
+    },
 }

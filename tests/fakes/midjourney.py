@@ -18,7 +18,9 @@ Endpoints
 With a ``secret`` every request must carry ``mj-api-secret: <secret>`` (else 401), but
 ``GET /images/<name>.png`` (a small PNG, every task's image). A button whose customId
 holds ``CustomZoom`` or ``Inpaint`` answers code 21 and leaves its task in MODAL until a
-``/submit/modal`` for it.
+``/submit/modal`` for it. ``push(id)`` advances a task and POSTs it to the notifyHook its
+submit carried; ``POST /hooks/*`` records a call (``hook_calls``) and answers the next of
+``hook_statuses`` (else 200): a client's hook.
 
 Submit behaviours (queued with ``script``, one per submit; without one the task is
 accepted with code 1): ``{"code": 21|22}`` accepted with that code; ``{"code": 23}`` queue
@@ -100,6 +102,8 @@ class FakeMidjourney:
         self.behaviours: list[JSON] = []
         self.requests: list[JSON] = []
         self.tasks: dict[str, JSON] = {}
+        self.hook_calls: list[JSON] = []  # what was POSTed to /hooks/* (a client's notifyHook)
+        self.hook_statuses: list[int] = []  # answers of the next hook calls (default 200)
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -119,6 +123,21 @@ class FakeMidjourney:
             self.behaviours.clear()
             self.requests.clear()
             self.tasks.clear()
+            self.hook_calls.clear()
+            self.hook_statuses.clear()
+
+    def push(self, task_id: str) -> int | None:
+        """Advance the task one step, as a read would, and POST it to the notifyHook its
+        submit gave (what midjourney-proxy does on each change); the hook's HTTP status."""
+        import httpx
+
+        with self.lock:
+            task = self.tasks[task_id]
+            self._advance(task)
+            hook, payload = task["_hook"], self._public(task)
+        if not hook:
+            return None
+        return httpx.post(hook, json=payload, timeout=10).status_code
 
     def submits(self) -> list[JSON]:
         return [r for r in self.requests if r["path"].startswith("/mj/submit/")]
@@ -178,6 +197,11 @@ class FakeMidjourney:
                     "json": body,
                 }
             )
+        if request.path.startswith("/hooks/") and request.method == "POST":
+            with self.lock:
+                self.hook_calls.append({"path": request.path, "json": body, "at": time.monotonic()})
+                status = self.hook_statuses.pop(0) if self.hook_statuses else 200
+            return web.json_response({"ok": status < 300}, status=status)
         if request.path.startswith("/images/") and request.path.endswith(".png"):
             return web.Response(body=png(), content_type="image/png")  # images need no secret
         if self.secret is not None and request.headers.get("mj-api-secret") != self.secret:
@@ -295,6 +319,7 @@ class FakeMidjourney:
                 "_steps": int(behaviour.get("steps", 2)),
                 "_fail": behaviour.get("fail"),
                 "_parent": parent,
+                "_hook": body.get("notifyHook") or "",
             }
             description = {1: "提交成功", 21: "窗口等待"}.get(code, "排队中")
             return web.json_response(

@@ -1,0 +1,32 @@
+"""A Midjourney task as midjourney-proxy clients read it (fetch, list-by-condition, the
+client's notifyHook), with the gateway's own task id and the ``mode`` it ran in."""
+
+from __future__ import annotations
+
+from .models import MidjourneyTask
+
+
+def _ms(value) -> int | None:
+    return int(value.timestamp() * 1000) if value else None
+
+
+def task_json(task: MidjourneyTask) -> dict:
+    return {
+        "id": task.task_id,
+        "action": task.action,
+        "mode": task.mode,
+        "status": task.status,
+        "progress": f"{task.progress}%",
+        "prompt": task.prompt,
+        "promptEn": task.prompt_en,
+        "description": task.description,
+        "state": task.state,
+        "submitTime": _ms(task.submitted_at),
+        "startTime": _ms(task.started_at),
+        "finishTime": _ms(task.finished_at),
+        "imageUrl": task.image_url,
+        "imageUrls": [{"url": url} for url in task.image_urls],
+        "failReason": task.fail_reason,
+        "properties": task.properties,
+        "buttons": task.buttons,
+    }
