@@ -54,6 +54,11 @@ def _poll_provider(provider: Provider, tasks: list[MidjourneyTask]) -> int:
             response = httpx.request(
                 request.method, request.url, headers=request.headers, content=request.body, timeout=TIMEOUT
             )
+            if response.status_code in (401, 403):  # a credential error, as on the relay
+                from providers.services import provider_auto_disable
+
+                reason = f"HTTP {response.status_code} polling tasks: {response.text[:200]}"
+                provider_auto_disable(provider_id=provider.pk, reason=reason)
             if response.status_code != 200:
                 raise ValueError(f"HTTP {response.status_code}")
             states = adapter.task_list_parse(response.content)

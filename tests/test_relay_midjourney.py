@@ -741,3 +741,49 @@ def test_fetch_reads_the_upstream_only_when_the_data_is_older_than_the_poll_inte
         )
         assert client.get(f"/mj/task/{task_id}/fetch").json()["status"] == "IN_PROGRESS"
         assert len([r for r in mj.requests if r["path"].endswith("/fetch")]) == 1
+
+
+def test_no_available_account_and_bad_secret_disable_the_provider(world, mj, mj_b):
+    from providers.models import Provider
+
+    first = _provider(world, mj, priority=10)
+    second = _provider(world, mj_b, priority=5)
+    user = _user(world)
+    mj.script({"code": 3})  # midjourney-proxy: "no available account"
+    with _client(world_gateway(world), world.key(user)) as client:
+        answer = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()
+        assert answer["code"] == 1
+        assert MidjourneyTask.objects.get(task_id=answer["result"]).provider_id == second.pk
+        _wait(lambda: Provider.objects.get(pk=first.pk).status == Provider.Status.AUTO_DISABLED)
+        assert "code 3" in Provider.objects.get(pk=first.pk).last_error
+        assert client.post("/mj/submit/imagine", json={"prompt": "b"}).json()["code"] == 1
+        assert len(mj.submits()) == 1  # out of rotation
+        # a secret the upstream no longer takes: 401, disabled, and the submit fails over
+        third = _provider(world, mj, priority=20)
+        Provider.objects.filter(pk=second.pk).update(priority=0)
+        mj.secret = "rotated"
+        try:
+            answer = client.post("/mj/submit/imagine", json={"prompt": "c"}).json()
+        finally:
+            mj.secret = SECRET
+        assert answer["code"] == 1
+        assert MidjourneyTask.objects.get(task_id=answer["result"]).provider_id == second.pk
+        _wait(lambda: Provider.objects.get(pk=third.pk).status == Provider.Status.AUTO_DISABLED)
+
+
+def test_polling_with_a_rejected_secret_disables_the_provider(world, mj):
+    from jobs.polling import midjourney_tasks_poll
+    from providers.models import Provider
+
+    provider = _provider(world, mj)
+    with _client(world_gateway(world), world.key(_user(world))) as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+    mj.secret = "rotated"
+    try:
+        midjourney_tasks_poll()
+    finally:
+        mj.secret = SECRET
+    assert Provider.objects.get(pk=provider.pk).status == Provider.Status.AUTO_DISABLED
+    assert MidjourneyTask.objects.get(task_id=task_id).status == "SUBMITTED"
+    midjourney_tasks_poll()  # the next poll (secret fixed) catches up: a disabled provider's tasks go on
+    assert MidjourneyTask.objects.get(task_id=task_id).status == "IN_PROGRESS"

@@ -46,7 +46,7 @@ from ..http import Context
 from ..limits import build_plan, refusal_error
 from ..openapi import ref
 from ..pipeline import usage_event
-from ..protocols.midjourney import BANNED_PROMPT, MIDJOURNEY, QUEUE_REJECTED, SUCCESS, answer
+from ..protocols.midjourney import BANNED_PROMPT, MIDJOURNEY, NOT_FOUND, QUEUE_REJECTED, SUCCESS, answer
 from . import Doc, Endpoint
 from .common import parse_json, resolve
 
@@ -68,6 +68,9 @@ CUSTOM_ACTIONS = (
     ("inpaint", "INPAINT", "mj_inpaint"),
 )
 DIMENSIONS = ("PORTRAIT", "SQUARE", "LANDSCAPE")
+# code 3 is midjourney-proxy's NOT_FOUND: for a new task it can only mean no account is
+# available; for a follow-up it may be the parent, unless the description names the account
+ACCOUNT_WORDS = ("account", "账号", "实例")
 BASE64_IMAGE = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 
 
@@ -336,6 +339,15 @@ async def _forward_submit(
         if result.code == QUEUE_REJECTED:
             tried["error"] = last_error = result.description or "queue full"
             queue_full = result
+            continue
+        if result.code == NOT_FOUND and (
+            task_fields["parent_id"] is None or any(w in result.description.lower() for w in ACCOUNT_WORDS)
+        ):
+            # "no available account": the provider cannot serve anything; like a credential
+            # error it is taken out of rotation (the health check brings it back) and the
+            # next provider is tried
+            tried["error"] = last_error = f"code 3: {result.description or 'no available account'}"[:300]
+            in_background(db_async(_auto_disable)(route.provider_id, last_error))
             continue
         record.provider_id = route.provider_id
         record.model_upstream = route.upstream_model

@@ -249,7 +249,7 @@ class FakeMidjourney:
                     }
                 )
             if code not in (1, 21, 22):
-                text = "队列已满，请稍后尝试" if code == 23 else "refused"
+                text = {23: "队列已满，请稍后尝试", 3: "无可用的账号实例"}.get(code, "refused")
                 return web.json_response(
                     {"code": code, "description": text, "result": None, "properties": {}}
                 )
