@@ -101,6 +101,7 @@ try:
     MJ_NOTIFY_ATTEMPTS = get_int("MJ_NOTIFY_ATTEMPTS", 4, minimum=1)
     # GET /mj/image/{id}: the task's image fetched and served by the gateway (off: 404)
     MJ_IMAGE_PROXY = get_bool("MJ_IMAGE_PROXY", False)
+    MJ_IMAGE_MAX_BYTES = get_int("MJ_IMAGE_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
     RELAY_LEASE_SIZE = get_int("RELAY_LEASE_SIZE", 256, minimum=1)
     # the Redis settle lock's expiry; its owner renews it every third of that while it works
     SETTLE_LOCK_TTL = get_int("SETTLE_LOCK_TTL", 5, minimum=2)

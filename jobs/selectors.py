@@ -26,3 +26,12 @@ def midjourney_tasks_unfinished(*, limit: int = 500) -> list[MidjourneyTask]:
 def midjourney_tasks_of_upstream(*, provider_id: int, upstream_task_id: str) -> list[MidjourneyTask]:
     """The gateway's tasks for one upstream task of one provider (a modal may share it)."""
     return list(MidjourneyTask.objects.filter(provider_id=provider_id, upstream_task_id=upstream_task_id))
+
+
+def midjourney_provider_base_url(*, provider_id: int | None) -> str:
+    """The base URL of the provider that made a task ("" when it is gone)."""
+    from providers.models import Provider
+
+    if provider_id is None:
+        return ""
+    return Provider.objects.filter(pk=provider_id).values_list("base_url", flat=True).first() or ""

@@ -787,3 +787,39 @@ def test_polling_with_a_rejected_secret_disables_the_provider(world, mj):
     assert MidjourneyTask.objects.get(task_id=task_id).status == "SUBMITTED"
     midjourney_tasks_poll()  # the next poll (secret fixed) catches up: a disabled provider's tasks go on
     assert MidjourneyTask.objects.get(task_id=task_id).status == "IN_PROGRESS"
+
+
+def test_image_through_the_gateway_own_tasks_only_and_outbound_rules(world, mj, mj_b, settings):
+    _provider(world, mj)
+    alice, bob = _user(world, "alice"), _user(world, "bob")
+    gateway = world_gateway(world)
+    with _client(gateway, world.key(alice)) as a, _client(gateway, world.key(bob)) as b:
+        task_id = a.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
+        pending = a.post("/mj/submit/imagine", json={"prompt": "b"}).json()["result"]
+        _until_final(a, task_id)
+        off = a.get(f"/mj/image/{task_id}")
+        assert off.status_code == 404 and off.json()["code"] == 3  # MJ_IMAGE_PROXY is off by default
+        settings.MJ_IMAGE_PROXY = True
+        image = a.get(f"/mj-fast/mj/image/{task_id}")
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert image.content == png()
+        for response in (
+            b.get(f"/mj/image/{task_id}"),
+            a.get("/mj/image/nope"),
+            a.get(f"/mj/image/{pending}"),
+        ):
+            assert response.status_code == 404 and response.json()["code"] == 3
+        # an image URL elsewhere on loopback is refused (the provider's own host is trusted)
+        for url in (
+            f"http://127.0.0.1:{mj_b.port}/images/x.png",
+            f"http://localhost:{mj_b.port}/images/x.png",
+        ):
+            MidjourneyTask.objects.filter(task_id=task_id).update(image_url=url)
+            refused = a.get(f"/mj/image/{task_id}")
+            assert refused.status_code == 502 and refused.json()["code"] == 9, url
+        assert not mj_b.requests
+        settings.OUTBOUND_ALLOWED_HOSTS = [f"localhost:{mj_b.port}"]
+        assert a.get(f"/mj/image/{task_id}").content == png()
+        settings.MJ_IMAGE_MAX_BYTES = 10
+        too_big = a.get(f"/mj/image/{task_id}")
+        assert too_big.status_code == 502 and too_big.json()["properties"]["error"] == "image_too_large"
