@@ -77,10 +77,18 @@ def midjourney_tasks_poll() -> int:
     within ``MJ_POLL_INTERVAL`` from its provider; returns how many were updated."""
     updated = services.midjourney_tasks_time_out()
     stale_before = timezone.now() - timedelta(seconds=settings.MJ_POLL_INTERVAL)
+    stale = [t for t in selectors.midjourney_tasks_unfinished() if t.refreshed_at <= stale_before]
+    return updated + midjourney_tasks_refresh(tasks=stale)
+
+
+def midjourney_tasks_refresh(*, tasks: list[MidjourneyTask]) -> int:
+    """Read these tasks from their providers now (the console's "refresh from upstream"),
+    whatever their age; finished tasks are left as they are. Returns how many were read."""
     by_provider: dict[int, list[MidjourneyTask]] = defaultdict(list)
-    for task in selectors.midjourney_tasks_unfinished():
-        if task.provider_id is not None and task.refreshed_at <= stale_before:
+    for task in tasks:
+        if not task.final and task.provider_id is not None and task.upstream_task_id:
             by_provider[task.provider_id].append(task)
+    updated = 0
     for provider in Provider.objects.filter(pk__in=list(by_provider)):
         updated += _poll_provider(provider, by_provider[provider.pk])
     return updated

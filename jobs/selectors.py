@@ -35,3 +35,18 @@ def midjourney_provider_base_url(*, provider_id: int | None) -> str:
     if provider_id is None:
         return ""
     return Provider.objects.filter(pk=provider_id).values_list("base_url", flat=True).first() or ""
+
+
+def midjourney_tasks_of_user(*, user_id: int, status: str = ""):
+    tasks = MidjourneyTask.objects.filter(user_id=user_id)
+    if status:
+        tasks = tasks.filter(status=status)
+    return tasks.order_by("-submitted_at", "-id")
+
+
+def midjourney_task_for_viewer(*, user, task_id: str) -> MidjourneyTask | None:
+    """A task a console user may see: their own, or any for staff."""
+    tasks = MidjourneyTask.objects.filter(task_id=task_id)
+    if not user.is_staff:
+        tasks = tasks.filter(user_id=user.pk)
+    return tasks.first()

@@ -30,3 +30,17 @@ def task_json(task: MidjourneyTask) -> dict:
         "properties": task.properties,
         "buttons": task.buttons,
     }
+
+
+def thumbnail_url(task: MidjourneyTask) -> str:
+    """Where the console shows the task's image from: the gateway's own image view when
+    MJ_IMAGE_PROXY is on (session-authenticated, same outbound rules as /mj/image), else
+    the upstream's image URL as it gave it; "" when there is none (yet)."""
+    from django.conf import settings
+    from django.urls import reverse
+
+    if not task.image_url:
+        return ""
+    if settings.MJ_IMAGE_PROXY:
+        return reverse("dashboard:mj-image", args=[task.task_id])
+    return task.image_url if task.image_url.startswith(("https://", "http://")) else ""

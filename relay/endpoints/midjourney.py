@@ -27,14 +27,11 @@ import re
 import secrets
 import time
 
-import aiohttp
 import orjson
 from django.conf import settings
-from yarl import URL
 
 from billing.pricing import token_cost
-from core import outbound
-from jobs import hooks, selectors, services
+from jobs import hooks, images, selectors, services
 from jobs.models import MidjourneyTask
 from jobs.wire import task_json
 from providers.base import Capability
@@ -448,21 +445,11 @@ async def list_by_condition(ctx: Context, relay) -> None:
     await ctx.respond(200, orjson.dumps([task_json(task) for task in tasks]))
 
 
-IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
-
-
-def _host_port(url: str) -> str:
-    parsed = URL(url)
-    if not parsed.host:
-        return ""
-    return f"{parsed.host}:{parsed.port}"
-
-
 async def task_image(ctx: Context, relay) -> None:
     """``GET /mj/image/{id}``: the task's image, fetched by the gateway under the outbound
     rules (public addresses only, but the task's own provider, which the operator chose,
     and OUTBOUND_ALLOWED_HOSTS; size and time caps). Only the caller's own tasks; off
-    unless ``MJ_IMAGE_PROXY`` is set."""
+    unless ``MJ_IMAGE_PROXY`` is set (``jobs.images``)."""
     _, rest = _mode(ctx)
     task_id = rest[len("image/") :]
     if not settings.MJ_IMAGE_PROXY:
@@ -477,33 +464,16 @@ async def task_image(ctx: Context, relay) -> None:
     if not task.image_url:
         raise RelayError(404, f"Task '{task_id}' has no image (yet).", code="no_image")
     base_url = await db_async(selectors.midjourney_provider_base_url)(provider_id=task.provider_id)
-    trusted = [_host_port(base_url)] if base_url else []
     try:
-        result = await outbound.fetch(
-            task.image_url,
-            timeout=max(settings.OUTBOUND_TIMEOUT, 30),
-            max_bytes=settings.MJ_IMAGE_MAX_BYTES,
-            trusted=[t for t in trusted if t],
+        image = await images.midjourney_image_fetch(
+            image_url=task.image_url, provider_base_url=base_url, task_id=task.task_id
         )
-    except outbound.OutboundRefused as exc:
-        logger.warning("midjourney image refused", extra={"task_id": task_id, "error": str(exc)[:300]})
-        raise RelayError(
-            502, "The task's image URL is not one the gateway fetches from.", code="image_refused"
-        ) from None
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-        logger.warning("midjourney image fetch failed", extra={"task_id": task_id, "error": str(exc)[:300]})
-        raise RelayError(502, "The task's image could not be fetched.", code="image_unavailable") from None
-    content_type = result.content_type.split(";", 1)[0].strip().lower()
-    if result.status != 200 or content_type not in IMAGE_TYPES:
-        raise RelayError(502, f"The image host answered HTTP {result.status} ({content_type or 'no type'}).")
-    if result.truncated:
-        raise RelayError(
-            502, f"The image is larger than {settings.MJ_IMAGE_MAX_BYTES} bytes.", code="image_too_large"
-        )
+    except images.ImageUnavailable as exc:
+        raise RelayError(502, exc.message, code=exc.code) from None
     await ctx.respond(
         200,
-        result.body,
-        content_type=content_type.encode(),
+        image.body,
+        content_type=image.content_type.encode(),
         headers=[(b"cache-control", b"private, max-age=86400")],
     )
 
