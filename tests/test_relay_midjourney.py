@@ -823,3 +823,45 @@ def test_image_through_the_gateway_own_tasks_only_and_outbound_rules(world, mj, 
         settings.MJ_IMAGE_MAX_BYTES = 10
         too_big = a.get(f"/mj/image/{task_id}")
         assert too_big.status_code == 502 and too_big.json()["properties"]["error"] == "image_too_large"
+
+
+def test_bootstrap_sets_up_midjourney_so_the_demo_key_imagines(world, mj, fake):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from billing.models import ModelPrice
+    from providers.models import Provider
+
+    def bootstrap() -> str:
+        out = StringIO()
+        call_command(
+            "bootstrap",
+            "--demo",
+            "--upstream-url",
+            f"{fake.url}/v1",
+            "--mj-upstream-url",
+            mj.url,
+            "--mj-secret",
+            SECRET,
+            stdout=out,
+        )
+        return next(line for line in out.getvalue().splitlines() if line.startswith("DEMO_API_KEY="))[13:]
+
+    bootstrap()
+    key = bootstrap()  # idempotent: one provider, one price per action
+    assert Provider.objects.filter(type="midjourney").count() == 1
+    assert ModelPrice.objects.filter(model__slug="mj_imagine").count() == 1
+    assert ModelPrice.objects.filter(model__slug__startswith="mj_").count() >= 10
+    demo = User.objects.get(username="demo")
+    start = demo.balance
+    with _client(world_gateway(world), key, header="mj-api-secret") as client:
+        task_id = client.post("/mj/submit/imagine", json={"prompt": "a lighthouse"}).json()["result"]
+        done = _until_final(client, task_id)
+        assert done["status"] == "SUCCESS"
+        upscale = next(b for b in done["buttons"] if b["label"] == "U1")
+        follow = client.post("/mj/submit/action", json={"taskId": task_id, "customId": upscale["customId"]})
+        assert _until_final(client, follow.json()["result"])["status"] == "SUCCESS"
+    _eventually(lambda: BillingRecord.objects.filter(user=demo, kind="usage").count() == 2)
+    demo.refresh_from_db()
+    assert start - demo.balance == to_nanos("0.15")  # imagine 0.10 + upscale 0.05
