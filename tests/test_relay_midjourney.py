@@ -865,3 +865,87 @@ def test_bootstrap_sets_up_midjourney_so_the_demo_key_imagines(world, mj, fake):
     _eventually(lambda: BillingRecord.objects.filter(user=demo, kind="usage").count() == 2)
     demo.refresh_from_db()
     assert start - demo.balance == to_nanos("0.15")  # imagine 0.10 + upscale 0.05
+
+
+def test_a_celery_worker_killed_mid_poll_loses_no_update(world, mj):
+    """A real Celery worker is SIGKILLed while its poll waits on the upstream, after it
+    applied the first batch of 100 tasks: those stay applied (each update commits on its
+    own), and the next poll catches up the rest; every failed task is refunded once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from django.conf import settings
+
+    from gateway_project.celery import app as celery_app
+    from jobs import services
+    from jobs.polling import BATCH, midjourney_tasks_poll
+    from jobs.tasks import poll_midjourney
+    from tests.test_billing import _database_url
+
+    if not settings.REDIS_URL:
+        pytest.skip("needs a Celery broker (Redis): make test-full runs this")
+    provider = _provider(world, mj)
+    user = _user(world)
+    start = user.balance
+    count = BATCH + 1
+    mj.script(
+        *({"steps": 1, "fail": "upstream error"} if i % 10 == 0 else {"steps": 1} for i in range(count))
+    )
+    tasks = []
+    for i in range(count):
+        answer = httpx.post(
+            f"{mj.url}/mj/submit/imagine", json={"prompt": f"p{i}"}, headers={"mj-api-secret": SECRET}
+        )
+        tasks.append(
+            services.midjourney_task_create(
+                task_id=f"k{i:04d}",
+                upstream_task_id=answer.json()["result"],
+                user_id=user.pk,
+                api_key_id=None,
+                provider_id=provider.pk,
+                parent_id=None,
+                action="IMAGINE",
+                model="mj_imagine",
+                mode="",
+                prompt=f"p{i}",
+                state="",
+                price=IMAGINE,
+                submit_request_id=f"r{i}",
+            )
+        )
+    failing = {t.task_id for i, t in enumerate(tasks) if i % 10 == 0}
+    mj.stall_lists_after = 1  # the second batch hangs: the worker is caught mid-poll
+    env = {**os.environ, "DATABASE_URL": _database_url(), "MJ_POLL_INTERVAL": "0", "DB_POOL_MAX": "0"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "gateway_project", "worker", "--pool=solo", "-c", "1",
+         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        celery_app.send_task(poll_midjourney.name)
+        deadline = time.monotonic() + 60
+        while mj.lists < 2:  # it applied the first batch and waits on the second
+            assert worker.poll() is None and time.monotonic() < deadline, "the worker never polled"
+            time.sleep(0.05)
+        os.kill(worker.pid, signal.SIGKILL)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait(timeout=10)
+        mj.release.set()
+    finished = MidjourneyTask.objects.filter(user=user).exclude(status="SUBMITTED")
+    assert finished.count() == BATCH  # the first batch's updates survived the kill
+    assert MidjourneyTask.objects.filter(user=user, status="SUBMITTED").count() == 1
+    midjourney_tasks_poll()  # the next poll catches up
+    statuses = dict(MidjourneyTask.objects.filter(user=user).values_list("task_id", "status"))
+    assert {t for t, s in statuses.items() if s == "FAILURE"} == failing
+    assert all(s == "SUCCESS" for t, s in statuses.items() if t not in failing)
+    refunds = BillingRecord.objects.filter(user=user, kind="refund")
+    assert refunds.count() == len(failing) == refunds.values("request_id").distinct().count()
+    user.refresh_from_db()
+    assert user.balance == start + IMAGINE * len(failing)  # nothing charged here: created directly

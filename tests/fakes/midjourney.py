@@ -19,7 +19,8 @@ With a ``secret`` every request must carry ``mj-api-secret: <secret>`` (else 401
 ``GET /images/<name>.png`` (a small PNG, every task's image). A button whose customId
 holds ``CustomZoom`` or ``Inpaint`` answers code 21 and leaves its task in MODAL until a
 ``/submit/modal`` for it. ``push(id)`` advances a task and POSTs it to the notifyHook its
-submit carried; ``POST /hooks/*`` records a call (``hook_calls``) and answers the next of
+submit carried; ``stall_lists_after = n`` hangs every list-by-condition after the first n
+until ``release`` is set; ``POST /hooks/*`` records a call (``hook_calls``) and answers the next of
 ``hook_statuses`` (else 200): a client's hook.
 
 Submit behaviours (queued with ``script``, one per submit; without one the task is
@@ -104,6 +105,11 @@ class FakeMidjourney:
         self.tasks: dict[str, JSON] = {}
         self.hook_calls: list[JSON] = []  # what was POSTed to /hooks/* (a client's notifyHook)
         self.hook_statuses: list[int] = []  # answers of the next hook calls (default 200)
+        # list-by-condition calls past this many hang until ``release`` is set (a poller
+        # caught mid-poll); None: never
+        self.stall_lists_after: int | None = None
+        self.release = threading.Event()
+        self.lists = 0
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -125,6 +131,9 @@ class FakeMidjourney:
             self.tasks.clear()
             self.hook_calls.clear()
             self.hook_statuses.clear()
+            self.stall_lists_after = None
+            self.release.clear()
+            self.lists = 0
 
     def push(self, task_id: str) -> int | None:
         """Advance the task one step, as a read would, and POST it to the notifyHook its
@@ -210,6 +219,11 @@ class FakeMidjourney:
         if path.startswith("/mj/submit/") and request.method == "POST":
             return self._submit(path.rsplit("/", 1)[-1], body if isinstance(body, dict) else {})
         if path == "/mj/task/list-by-condition" and request.method == "POST":
+            with self.lock:
+                self.lists += 1
+                stall = self.stall_lists_after is not None and self.lists > self.stall_lists_after
+            while stall and not self.release.is_set():
+                await asyncio.sleep(0.05)
             ids = (body or {}).get("ids") or []
             out = []
             with self.lock:
