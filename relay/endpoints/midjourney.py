@@ -403,7 +403,8 @@ async def refresh(relay, task: MidjourneyTask) -> MidjourneyTask:
     interval (an unreachable upstream leaves it as it is); failed when past the timeout."""
     if task.final:
         return task
-    task = await db_async(services.midjourney_task_time_out)(task=task)
+    if time.time() - task.submitted_at.timestamp() >= settings.MJ_TASK_TIMEOUT:
+        task = await db_async(services.midjourney_task_time_out)(task=task)
     if task.final or not task.upstream_task_id:
         return task
     if time.time() - task.refreshed_at.timestamp() < settings.MJ_POLL_INTERVAL:
