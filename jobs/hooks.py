@@ -7,7 +7,8 @@
   passes it to the upstream as its ``notifyHook``.
 - Out: a client's ``notifyHook`` gets the task JSON (with ``mode``) after each change of
   status or progress. Deliveries run on a small pool of background threads, never on
-  the request or the poll that made the change; each is tried up to
+  the request or the poll that made the change, one task's in the order of its changes;
+  each is tried up to
   ``MJ_NOTIFY_ATTEMPTS`` times, waiting 1 s, 2 s, 4 s... between, and a failure is
   logged. The URL goes through ``core.outbound`` like every fetch the gateway makes for
   others (no loopback, private or link-local targets unless listed in
@@ -20,7 +21,9 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
@@ -34,6 +37,8 @@ logger = logging.getLogger(__name__)
 HOOK_TIMEOUT = 10.0
 BACKOFF = 1.0  # seconds before the second attempt; doubled each time after
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mj-notify-hook")
+_QUEUES: dict[str, deque] = {}  # task id -> deliveries waiting behind the one under way
+_QUEUES_LOCK = threading.Lock()
 
 
 def notify_token(provider_id: int) -> str:
@@ -65,9 +70,31 @@ def hook_url_error(url: object) -> str | None:
 
 
 def hook_schedule(*, url: str, payload: dict, task_id: str) -> None:
-    """Deliver ``payload`` to ``url`` in the background (returns at once)."""
-    body = orjson.dumps(payload)
-    _POOL.submit(_deliver, url, body, task_id)
+    """Deliver ``payload`` to ``url`` in the background (returns at once). A task's
+    deliveries go out one at a time, in the order of its changes: a retried IN_PROGRESS
+    never lands after the SUCCESS that followed it."""
+    item = (url, orjson.dumps(payload))
+    with _QUEUES_LOCK:
+        queue = _QUEUES.get(task_id)
+        if queue is not None:  # a delivery of this task is under way: its drain takes this too
+            queue.append(item)
+            return
+        _QUEUES[task_id] = deque([item])
+    _POOL.submit(_drain, task_id)
+
+
+def _drain(task_id: str) -> None:
+    while True:
+        with _QUEUES_LOCK:
+            queue = _QUEUES[task_id]
+            if not queue:
+                del _QUEUES[task_id]
+                return
+            url, body = queue.popleft()
+        try:
+            _deliver(url, body, task_id)
+        except Exception:  # never leave the task's queue stuck
+            logger.exception("notifyHook delivery crashed", extra={"task_id": task_id})
 
 
 def _deliver(url: str, body: bytes, task_id: str) -> bool:
