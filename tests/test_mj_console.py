@@ -36,7 +36,8 @@ def _upstream_task(fake, prompt="a cat") -> str:
     return answer.json()["result"]
 
 
-def _task(user, provider, upstream_id: str, task_id: str, **fields) -> MidjourneyTask:
+def make_task(user, provider, upstream_id: str, task_id: str, *, price: int = 0, **fields) -> MidjourneyTask:
+    """A task as the relay creates it at submit (``price`` charged), then ``fields`` set."""
     task = services.midjourney_task_create(
         task_id=task_id,
         upstream_task_id=upstream_id,
@@ -49,8 +50,8 @@ def _task(user, provider, upstream_id: str, task_id: str, **fields) -> Midjourne
         mode="",
         prompt=f"prompt of {task_id}",
         state="",
-        price=0,
-        submit_request_id="",
+        price=price,
+        submit_request_id=f"req-{task_id}",
     )
     if fields:
         MidjourneyTask.objects.filter(pk=task.pk).update(**fields)
@@ -68,9 +69,9 @@ def test_dashboard_lists_own_tasks_with_images(fake, provider, settings):
     alice = factories.UserFactory(username="alice")
     bob = factories.UserFactory(username="bob")
     image = f"{fake.url}/images/up1.png"
-    _task(alice, provider, "up1", "t-alice-done", status="SUCCESS", progress=100, image_url=image)
-    _task(alice, provider, "up2", "t-alice-failed", status="FAILURE", fail_reason="Banned by moderation")
-    _task(bob, provider, "up3", "t-bob", status="SUCCESS", image_url=image)
+    make_task(alice, provider, "up1", "t-alice-done", status="SUCCESS", progress=100, image_url=image)
+    make_task(alice, provider, "up2", "t-alice-failed", status="FAILURE", fail_reason="Banned by moderation")
+    make_task(bob, provider, "up3", "t-bob", status="SUCCESS", image_url=image)
     page = _browser(alice).get("/dashboard/images/")
     html = page.content.decode()
     assert page.status_code == 200
@@ -98,8 +99,8 @@ def test_admin_filters_thumbnails_and_refresh_from_upstream(fake, provider, sett
     staff = factories.UserFactory(username="ops", is_staff=True, is_superuser=True)
     alice = factories.UserFactory(username="alice")
     upstream = _upstream_task(fake)
-    running = _task(alice, provider, upstream, "t-running")
-    _task(alice, provider, "gone", "t-done", status="SUCCESS", image_url=f"{fake.url}/images/gone.png")
+    running = make_task(alice, provider, upstream, "t-running")
+    make_task(alice, provider, "gone", "t-done", status="SUCCESS", image_url=f"{fake.url}/images/gone.png")
     admin = _browser(staff)
     url = "/admin/jobs/midjourneytask/"
     listing = admin.get(url)

@@ -881,10 +881,10 @@ def test_a_celery_worker_killed_mid_poll_loses_no_update(world, mj):
     from django.conf import settings
 
     from gateway_project.celery import app as celery_app
-    from jobs import services
     from jobs.polling import BATCH, midjourney_tasks_poll
     from jobs.tasks import poll_midjourney
     from tests.test_billing import _database_url
+    from tests.test_mj_console import make_task
 
     if not settings.REDIS_URL:
         pytest.skip("needs a Celery broker (Redis): make test-full runs this")
@@ -900,23 +900,7 @@ def test_a_celery_worker_killed_mid_poll_loses_no_update(world, mj):
         answer = httpx.post(
             f"{mj.url}/mj/submit/imagine", json={"prompt": f"p{i}"}, headers={"mj-api-secret": SECRET}
         )
-        tasks.append(
-            services.midjourney_task_create(
-                task_id=f"k{i:04d}",
-                upstream_task_id=answer.json()["result"],
-                user_id=user.pk,
-                api_key_id=None,
-                provider_id=provider.pk,
-                parent_id=None,
-                action="IMAGINE",
-                model="mj_imagine",
-                mode="",
-                prompt=f"p{i}",
-                state="",
-                price=IMAGINE,
-                submit_request_id=f"r{i}",
-            )
-        )
+        tasks.append(make_task(user, provider, answer.json()["result"], f"k{i:04d}", price=IMAGINE))
     failing = {t.task_id for i, t in enumerate(tasks) if i % 10 == 0}
     mj.stall_lists_after = 1  # the second batch hangs: the worker is caught mid-poll
     env = {**os.environ, "DATABASE_URL": _database_url(), "MJ_POLL_INTERVAL": "0", "DB_POOL_MAX": "0"}
