@@ -934,3 +934,20 @@ def test_a_celery_worker_killed_mid_poll_loses_no_update(world, mj):
     assert refunds.count() == len(failing) == refunds.values("request_id").distinct().count()
     user.refresh_from_db()
     assert user.balance == start + IMAGINE * len(failing)  # nothing charged here: created directly
+
+
+def test_list_by_condition_reads_due_tasks_with_one_upstream_call(world, mj):
+    _provider(world, mj)
+    with _client(world_gateway(world), world.key(_user(world))) as client:
+        ids = [client.post("/mj/submit/imagine", json={"prompt": f"p{i}"}).json()["result"] for i in range(5)]
+        mj.requests.clear()
+        listed = client.post("/mj/task/list-by-condition", json={"ids": [*reversed(ids), "nope"]}).json()
+        assert [t["id"] for t in listed] == list(reversed(ids))
+        assert {t["status"] for t in listed} == {"IN_PROGRESS"}
+        calls = [r for r in mj.requests if r["path"].startswith("/mj/task/")]
+        assert [r["path"] for r in calls] == ["/mj/task/list-by-condition"]  # one call, no fetch each
+        assert sorted(calls[0]["json"]["ids"]) == sorted(
+            MidjourneyTask.objects.filter(task_id__in=ids).values_list("upstream_task_id", flat=True)
+        )
+        again = client.post("/mj/task/list-by-condition", json={"ids": ids}).json()
+        assert {t["status"] for t in again} == {"SUCCESS"}

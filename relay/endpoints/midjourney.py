@@ -398,18 +398,24 @@ async def _route_of(task: MidjourneyTask) -> Route | None:
     return next((r for r in info.routes if r.provider_id == task.provider_id), None)
 
 
-async def refresh(relay, task: MidjourneyTask) -> MidjourneyTask:
-    """The task, read again from its upstream when unfinished and older than the poll
-    interval (an unreachable upstream leaves it as it is); failed when past the timeout."""
+async def _due(task: MidjourneyTask) -> tuple[MidjourneyTask, Route | None]:
+    """(the task, failed first when past the timeout; the route to read it from when it
+    must be read again: unfinished and older than the poll interval, else None)."""
     if task.final:
-        return task
+        return task, None
     if time.time() - task.submitted_at.timestamp() >= settings.MJ_TASK_TIMEOUT:
         task = await db_async(services.midjourney_task_time_out)(task=task)
     if task.final or not task.upstream_task_id:
-        return task
+        return task, None
     if time.time() - task.refreshed_at.timestamp() < settings.MJ_POLL_INTERVAL:
-        return task
-    route = await _route_of(task)
+        return task, None
+    return task, await _route_of(task)
+
+
+async def refresh(relay, task: MidjourneyTask) -> MidjourneyTask:
+    """The task, read again from its upstream (its fetch) when due (an unreachable
+    upstream leaves it as it is)."""
+    task, route = await _due(task)
     if route is None:
         return task
     adapter = get_adapter(route.provider_type)
@@ -422,6 +428,36 @@ async def refresh(relay, task: MidjourneyTask) -> MidjourneyTask:
     except (orjson.JSONDecodeError, ValueError):
         return task
     return await db_async(services.midjourney_task_update)(task=task, upstream=state)
+
+
+async def refresh_many(relay, tasks: list[MidjourneyTask]) -> list[MidjourneyTask]:
+    """The tasks, those due read again with one list-by-condition per provider and 100
+    ids (not a fetch each); same order."""
+    out = []
+    by_route: dict[int, tuple[Route, list[int]]] = {}
+    for task in tasks:
+        task, route = await _due(task)
+        if route is not None:
+            by_route.setdefault(route.provider_id, (route, []))[1].append(len(out))
+        out.append(task)
+    for route, positions in by_route.values():
+        adapter = get_adapter(route.provider_type)
+        for start in range(0, len(positions), 100):
+            batch = positions[start : start + 100]
+            ids = [out[i].upstream_task_id for i in batch]
+            request = adapter.task_list_request(ids, target_for(route))
+            status, payload = await relay.forwarder.fetch(request, timeout=min(route.timeout, 10))
+            if status != 200:
+                continue
+            try:
+                states = {state.upstream_id: state for state in adapter.task_list_parse(payload)}
+            except (orjson.JSONDecodeError, ValueError):
+                continue
+            for i in batch:
+                state = states.get(out[i].upstream_task_id)
+                if state is not None:
+                    out[i] = await db_async(services.midjourney_task_update)(task=out[i], upstream=state)
+    return out
 
 
 async def fetch_task(ctx: Context, relay) -> None:
@@ -442,7 +478,7 @@ async def list_by_condition(ctx: Context, relay) -> None:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 500:
         raise RelayError(400, "'ids' must be an array of at most 500 task ids.", param="ids")
     tasks = await db_async(selectors.midjourney_tasks_by_ids)(user_id=ctx.key.user_id, task_ids=ids)
-    tasks = [await refresh(relay, task) for task in tasks]
+    tasks = await refresh_many(relay, tasks)
     await ctx.respond(200, orjson.dumps([task_json(task) for task in tasks]))
 
 
