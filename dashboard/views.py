@@ -274,12 +274,12 @@ def models(request):
 @active_required
 def mj_tasks(request):
     from jobs.selectors import midjourney_tasks_of_user
-    from jobs.wire import thumbnail_url
+    from jobs.wire import image_link, thumbnail_url
 
     status = request.GET.get("status", "")
     page = _page(request, midjourney_tasks_of_user(user_id=request.user.pk, status=status), 24)
     for task in page:
-        task.thumbnail = thumbnail_url(task)
+        task.thumbnail, task.link = thumbnail_url(task), image_link(task)
     context = {"tasks": page, "status": status, "statuses": MJ_STATUSES}
     return render(request, "dashboard/mj_tasks.html", context)
 

@@ -99,8 +99,10 @@ try:
     MJ_NOTIFY_BASE_URL = get_str("MJ_NOTIFY_BASE_URL", "")
     # a client's notifyHook: attempts per change of a task (waiting 1 s, 2 s, 4 s... between)
     MJ_NOTIFY_ATTEMPTS = get_int("MJ_NOTIFY_ATTEMPTS", 4, minimum=1)
-    # GET /mj/image/{id}: the task's image fetched and served by the gateway (off: 404)
-    MJ_IMAGE_PROXY = get_bool("MJ_IMAGE_PROXY", False)
+    # GET /mj/image/{id} and the console's thumbnails: the task's image fetched and served
+    # by the gateway (the pages' Content-Security-Policy allows same-origin images only);
+    # off: 404, clients use imageUrl and the console links to it
+    MJ_IMAGE_PROXY = get_bool("MJ_IMAGE_PROXY", True)
     MJ_IMAGE_MAX_BYTES = get_int("MJ_IMAGE_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
     RELAY_LEASE_SIZE = get_int("RELAY_LEASE_SIZE", 256, minimum=1)
     # the Redis settle lock's expiry; its owner renews it every third of that while it works

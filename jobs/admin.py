@@ -1,6 +1,6 @@
 """The operator's view of Midjourney tasks: filters by user, status, action, mode and
-provider; a thumbnail (through the gateway when MJ_IMAGE_PROXY is on, else the upstream's
-image URL); "refresh from upstream" reads the selected unfinished tasks now. Everything is
+provider; a thumbnail (through the gateway when MJ_IMAGE_PROXY is on, else a link to the
+upstream's image URL); "refresh from upstream" reads the selected unfinished tasks now. Everything is
 read-only (amounts shown as money): tasks change through the upstream, the poller and
 the refund rules only."""
 
@@ -11,7 +11,16 @@ from billing.admin import ReadOnlyAdmin
 
 from .models import MidjourneyTask
 from .polling import midjourney_tasks_refresh
-from .wire import thumbnail_url
+from .wire import image_link, thumbnail_url
+
+
+def _link(task: MidjourneyTask):
+    """Without the image proxy: a link to the upstream's image (the console's policy
+    shows same-origin images only)."""
+    link = image_link(task)
+    if not link:
+        return "—"
+    return format_html('<a href="{}" rel="noreferrer noopener" target="_blank">open image</a>', link)
 
 
 @admin.register(MidjourneyTask)
@@ -50,7 +59,7 @@ class MidjourneyTaskAdmin(ReadOnlyAdmin):
     def thumbnail(self, obj):
         url = thumbnail_url(obj)
         if not url:
-            return "—"
+            return _link(obj)
         return format_html(
             '<img src="{}" alt="{} {}" loading="lazy" width="64" height="64" style="object-fit:cover">',
             url,
@@ -62,7 +71,7 @@ class MidjourneyTaskAdmin(ReadOnlyAdmin):
     def image(self, obj):
         url = thumbnail_url(obj)
         if not url:
-            return "—"
+            return _link(obj)
         return format_html(
             '<a href="{0}"><img src="{0}" alt="task {1}" style="max-width:32rem"></a>', url, obj.task_id
         )

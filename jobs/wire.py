@@ -33,14 +33,18 @@ def task_json(task: MidjourneyTask) -> dict:
 
 
 def thumbnail_url(task: MidjourneyTask) -> str:
-    """Where the console shows the task's image from: the gateway's own image view when
-    MJ_IMAGE_PROXY is on (session-authenticated, same outbound rules as /mj/image), else
-    the upstream's image URL as it gave it; "" when there is none (yet)."""
+    """Where the console shows the task's image from: the gateway's own image view
+    (session-authenticated, same outbound rules as /mj/image), when MJ_IMAGE_PROXY is on
+    and the task has an image; else "" (the pages' Content-Security-Policy allows
+    same-origin images only: the console links to ``image_link`` instead)."""
     from django.conf import settings
     from django.urls import reverse
 
-    if not task.image_url:
+    if not task.image_url or not settings.MJ_IMAGE_PROXY:
         return ""
-    if settings.MJ_IMAGE_PROXY:
-        return reverse("dashboard:mj-image", args=[task.task_id])
+    return reverse("dashboard:mj-image", args=[task.task_id])
+
+
+def image_link(task: MidjourneyTask) -> str:
+    """The upstream's image URL, when it is one a browser can open (http or https)."""
     return task.image_url if task.image_url.startswith(("https://", "http://")) else ""

@@ -13,6 +13,7 @@ from jobs.models import MidjourneyTask
 from providers.services import provider_create
 from tests import factories
 from tests.fakes.midjourney import FakeMidjourney, png
+from tests.test_dashboard_browser import browser  # noqa: F401  (the fixture)
 
 SECRET = "mj-console-secret"
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -66,6 +67,7 @@ def _browser(user) -> Client:
 
 
 def test_dashboard_lists_own_tasks_with_images(fake, provider, settings):
+    settings.MJ_IMAGE_PROXY = False
     alice = factories.UserFactory(username="alice")
     bob = factories.UserFactory(username="bob")
     image = f"{fake.url}/images/up1.png"
@@ -77,7 +79,9 @@ def test_dashboard_lists_own_tasks_with_images(fake, provider, settings):
     assert page.status_code == 200
     assert "t-alice-done" in html and "t-alice-failed" in html and "Banned by moderation" in html
     assert "t-bob" not in html
-    assert f'src="{image}"' in html  # the proxy is off: the upstream's URL
+    # the proxy is off: a link to the upstream's image (the page's policy shows same-origin
+    # images only), no inline image
+    assert f'href="{image}"' in html and "<img" not in html
     only_failed = _browser(alice).get("/dashboard/images/", {"status": "FAILURE"}).content.decode()
     assert "t-alice-failed" in only_failed and "t-alice-done" not in only_failed
     assert _browser(alice).get("/dashboard/images/t-alice-done/image").status_code == 404  # proxy off
@@ -85,6 +89,7 @@ def test_dashboard_lists_own_tasks_with_images(fake, provider, settings):
     settings.MJ_IMAGE_PROXY = True
     html = _browser(alice).get("/dashboard/images/").content.decode()
     assert 'src="/dashboard/images/t-alice-done/image"' in html and image not in html
+    assert "img-src 'self' data:" in _browser(alice).get("/dashboard/images/")["Content-Security-Policy"]
     response = _browser(alice).get("/dashboard/images/t-alice-done/image")
     assert response.status_code == 200 and response["Content-Type"] == "image/png"
     assert response.content == png()
@@ -103,10 +108,11 @@ def test_admin_filters_thumbnails_and_refresh_from_upstream(fake, provider, sett
     make_task(alice, provider, "gone", "t-done", status="SUCCESS", image_url=f"{fake.url}/images/gone.png")
     admin = _browser(staff)
     url = "/admin/jobs/midjourneytask/"
+    settings.MJ_IMAGE_PROXY = False
     listing = admin.get(url)
     assert listing.status_code == 200
     html = listing.content.decode()
-    assert "t-running" in html and "t-done" in html and f'src="{fake.url}/images/gone.png"' in html
+    assert "t-running" in html and "t-done" in html and f'href="{fake.url}/images/gone.png"' in html
     for query in (
         {"status__exact": "SUCCESS"},
         {"action__exact": "IMAGINE", "status__exact": "SUCCESS"},
@@ -128,3 +134,46 @@ def test_admin_filters_thumbnails_and_refresh_from_upstream(fake, provider, sett
         assert running.status == expected
     assert running.image_url and running.buttons
     assert admin.get(f"{url}{running.pk}/change/").status_code == 200
+
+
+@pytest.mark.e2e
+def test_images_show_in_a_real_browser_under_the_pages_policy(gateway, fake, provider, browser):  # noqa: F811
+    """Headless Chromium against the real server: the dashboard's and the console's task
+    images load (same origin, through the gateway's image view) with no
+    Content-Security-Policy violation."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_dashboard_browser import PASSWORD, click_and_wait, csp_violations
+
+    alice = factories.UserFactory(username="alice", password=PASSWORD)
+    factories.UserFactory(username="operator", password=PASSWORD, is_staff=True, is_superuser=True)
+    make_task(alice, provider, "up1", "t-shown", status="SUCCESS", image_url=f"{fake.url}/images/up1.png")
+
+    def log_in(username: str) -> None:
+        browser.delete_all_cookies()
+        browser.get(f"{gateway.url}/dashboard/login/")
+        browser.find_element(By.ID, "id_username").send_keys(username)
+        browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
+        click_and_wait(
+            browser, browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]"), "Hello"
+        )
+
+    def loaded_images() -> list[int]:
+        browser.execute_async_script(
+            "const done = arguments[0]; Promise.all([...document.images].map(i => i.decode().catch(() => 0)))"
+            ".then(() => done())"
+        )
+        thumbnails = "img[src^='/dashboard/images/']"
+        return browser.execute_script(
+            f'return [...document.querySelectorAll("{thumbnails}")].map(i => i.naturalWidth)'
+        )
+
+    log_in("alice")
+    browser.get(f"{gateway.url}/dashboard/images/")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Images"
+    assert loaded_images() == [4]  # the fake's 4x4 PNG, through the gateway
+    assert csp_violations(browser) == []
+    log_in("operator")
+    browser.get(f"{gateway.url}/admin/jobs/midjourneytask/")
+    assert loaded_images() == [4]
+    assert csp_violations(browser) == []

@@ -798,8 +798,10 @@ def test_image_through_the_gateway_own_tasks_only_and_outbound_rules(world, mj, 
         task_id = a.post("/mj/submit/imagine", json={"prompt": "a"}).json()["result"]
         pending = a.post("/mj/submit/imagine", json={"prompt": "b"}).json()["result"]
         _until_final(a, task_id)
+        settings.MJ_IMAGE_PROXY = False
         off = a.get(f"/mj/image/{task_id}")
-        assert off.status_code == 404 and off.json()["code"] == 3  # MJ_IMAGE_PROXY is off by default
+        assert off.status_code == 404 and off.json()["code"] == 3
+        assert off.json()["properties"]["error"] == "image_proxy_off"
         settings.MJ_IMAGE_PROXY = True
         image = a.get(f"/mj-fast/mj/image/{task_id}")
         assert image.status_code == 200 and image.headers["content-type"] == "image/png"
