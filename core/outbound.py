@@ -126,18 +126,26 @@ def check_url(url: URL, allowed: set[tuple[str, int]]) -> None:
         raise OutboundRefused(f"{host} is not an address the gateway fetches from")
 
 
+def precheck(url: str) -> None:
+    """``check_url`` with the configured allow-list, for a URL taken now and fetched later
+    (a client's hook): raises ``OutboundRefused`` or ``ValueError``."""
+    check_url(URL(url), _allowed_pairs())
+
+
 async def fetch(
     url: str,
     *,
     method: str = "GET",
     headers: dict[str, str] | None = None,
     params: dict[str, str] | None = None,
+    data: bytes | None = None,
     timeout: float | None = None,
     max_bytes: int | None = None,
     trusted: Iterable[str] = (),
 ) -> FetchResult:
-    """GET (or ``method``) ``url`` under the outbound rules; ``trusted`` adds ``host:port``
-    entries to the allow-list for this call (e.g. the configured search backend).
+    """GET (or ``method``, with ``data`` as the body) ``url`` under the outbound rules;
+    ``trusted`` adds ``host:port`` entries to the allow-list for this call (e.g. the
+    configured search backend). A 307/308 redirect sends the body again, others GET.
 
     Raises ``OutboundRefused`` for what the rules forbid, ``aiohttp.ClientError`` and
     ``asyncio.TimeoutError`` for network failures."""
@@ -155,7 +163,9 @@ async def fetch(
             for _ in range(settings.OUTBOUND_MAX_REDIRECTS + 1):
                 check_url(current, allowed)
                 try:
-                    response = await session.request(method, current, headers=headers, allow_redirects=False)
+                    response = await session.request(
+                        method, current, headers=headers, data=data, allow_redirects=False
+                    )
                 except aiohttp.ClientConnectorError as exc:
                     if isinstance(exc.os_error, OutboundRefused):
                         raise exc.os_error from None
@@ -164,8 +174,8 @@ async def fetch(
                     location = response.headers.get("Location")
                     if response.status in (301, 302, 303, 307, 308) and location:
                         current = current.join(URL(location))
-                        if response.status == 303:
-                            method = "GET"
+                        if response.status in (301, 302, 303) and method != "GET":
+                            method, data = "GET", None
                         continue
                     body = await response.content.read(limit + 1)
                     return FetchResult(

@@ -15,4 +15,6 @@ urlpatterns = [
     path("usage/", views.usage, name="usage"),
     path("billing/", views.billing, name="billing"),
     path("models/", views.models, name="models"),
+    path("images/", views.mj_tasks, name="mj-tasks"),
+    path("images/<str:task_id>/image", views.mj_image, name="mj-image"),
 ]

@@ -249,3 +249,49 @@ def models(request):
     return render(
         request, "dashboard/models.html", {"catalog": billing_selectors.model_catalog_for(user=request.user)}
     )
+
+
+# --- Midjourney tasks -----------------------------------------------------------------
+
+
+@active_required
+def mj_tasks(request):
+    from jobs.selectors import midjourney_tasks_of_user
+    from jobs.wire import image_link, thumbnail_url
+
+    status = request.GET.get("status", "")
+    page = _page(request, midjourney_tasks_of_user(user_id=request.user.pk, status=status), 24)
+    for task in page:
+        task.thumbnail, task.link = thumbnail_url(task), image_link(task)
+    context = {"tasks": page, "status": status, "statuses": MJ_STATUSES}
+    return render(request, "dashboard/mj_tasks.html", context)
+
+
+MJ_STATUSES = ("SUBMITTED", "IN_PROGRESS", "MODAL", "SUCCESS", "FAILURE", "CANCEL")
+
+
+@active_required
+def mj_image(request, task_id: str):
+    """A task's image through the gateway (MJ_IMAGE_PROXY on): the user's own tasks, or
+    any task for staff (the operator console's thumbnails)."""
+    from asgiref.sync import async_to_sync
+    from django.conf import settings
+    from django.http import Http404, HttpResponse
+
+    from jobs import images, selectors
+
+    if not settings.MJ_IMAGE_PROXY:
+        raise Http404("The image proxy is off.")
+    task = selectors.midjourney_task_for_viewer(user=request.user, task_id=task_id)
+    if task is None or not task.image_url:
+        raise Http404("No such image.")
+    base_url = selectors.midjourney_provider_base_url(provider_id=task.provider_id)
+    try:
+        image = async_to_sync(images.midjourney_image_fetch)(
+            image_url=task.image_url, provider_base_url=base_url, task_id=task.task_id
+        )
+    except images.ImageUnavailable as exc:
+        return HttpResponse(exc.message, status=502, content_type="text/plain; charset=utf-8")
+    response = HttpResponse(image.body, content_type=image.content_type)
+    response["Cache-Control"] = "private, max-age=86400"
+    return response

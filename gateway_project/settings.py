@@ -94,6 +94,18 @@ try:
     RELAY_RESERVATION_TTL = get_int("RELAY_RESERVATION_TTL", 900, minimum=30)
     # seconds: a fetch of an unfinished Midjourney task older than this reads the upstream
     MJ_POLL_INTERVAL = get_int("MJ_POLL_INTERVAL", 3, minimum=0)
+    # seconds: an unfinished Midjourney task older than this becomes FAILURE (and is refunded)
+    MJ_TASK_TIMEOUT = get_int("MJ_TASK_TIMEOUT", 1800, minimum=1)
+    # the gateway's public base URL; when set, every submit asks the upstream to call
+    # <MJ_NOTIFY_BASE_URL>/mj/notify/<provider id>/<token> on each change of the task
+    MJ_NOTIFY_BASE_URL = get_str("MJ_NOTIFY_BASE_URL", "")
+    # a client's notifyHook: attempts per change of a task (waiting 1 s, 2 s, 4 s... between)
+    MJ_NOTIFY_ATTEMPTS = get_int("MJ_NOTIFY_ATTEMPTS", 4, minimum=1)
+    # GET /mj/image/{id} and the console's thumbnails: the task's image fetched and served
+    # by the gateway (the pages' Content-Security-Policy allows same-origin images only);
+    # off: 404, clients use imageUrl and the console links to it
+    MJ_IMAGE_PROXY = get_bool("MJ_IMAGE_PROXY", True)
+    MJ_IMAGE_MAX_BYTES = get_int("MJ_IMAGE_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
     RELAY_LEASE_SIZE = get_int("RELAY_LEASE_SIZE", 256, minimum=1)
     # the Redis settle lock's expiry; its owner renews it every third of that while it works
     SETTLE_LOCK_TTL = get_int("SETTLE_LOCK_TTL", 5, minimum=2)

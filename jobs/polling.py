@@ -46,12 +46,19 @@ def _poll_provider(provider: Provider, tasks: list[MidjourneyTask]) -> int:
     )
     updated = 0
     for start in range(0, len(tasks), BATCH):
-        batch = {t.upstream_task_id: t for t in tasks[start : start + BATCH]}
+        batch: dict[str, list[MidjourneyTask]] = defaultdict(list)  # a modal may share its task's id
+        for task in tasks[start : start + BATCH]:
+            batch[task.upstream_task_id].append(task)
         request = adapter.task_list_request(list(batch), target)
         try:
             response = httpx.request(
                 request.method, request.url, headers=request.headers, content=request.body, timeout=TIMEOUT
             )
+            if response.status_code in (401, 403):  # a credential error, as on the relay
+                from providers.services import provider_auto_disable
+
+                reason = f"HTTP {response.status_code} polling tasks: {response.text[:200]}"
+                provider_auto_disable(provider_id=provider.pk, reason=reason)
             if response.status_code != 200:
                 raise ValueError(f"HTTP {response.status_code}")
             states = adapter.task_list_parse(response.content)
@@ -59,20 +66,27 @@ def _poll_provider(provider: Provider, tasks: list[MidjourneyTask]) -> int:
             logger.warning("midjourney poll failed", extra={"provider": provider.pk, "error": str(exc)[:300]})
             break
         for state in states:
-            task = batch.get(state.upstream_id)
-            if task is not None:
+            for task in batch.get(state.upstream_id, ()):
                 services.midjourney_task_update(task=task, upstream=state)
                 updated += 1
     return updated
 
 
 def midjourney_tasks_poll() -> int:
-    """Read every unfinished task not read within ``MJ_POLL_INTERVAL`` from its provider;
-    returns how many were updated."""
+    """Fail the tasks past ``MJ_TASK_TIMEOUT``, then read every unfinished task not read
+    within ``MJ_POLL_INTERVAL`` from its provider; returns how many were updated."""
+    updated = services.midjourney_tasks_time_out()
     stale_before = timezone.now() - timedelta(seconds=settings.MJ_POLL_INTERVAL)
+    stale = [t for t in selectors.midjourney_tasks_unfinished() if t.refreshed_at <= stale_before]
+    return updated + midjourney_tasks_refresh(tasks=stale)
+
+
+def midjourney_tasks_refresh(*, tasks: list[MidjourneyTask]) -> int:
+    """Read these tasks from their providers now (the console's "refresh from upstream"),
+    whatever their age; finished tasks are left as they are. Returns how many were read."""
     by_provider: dict[int, list[MidjourneyTask]] = defaultdict(list)
-    for task in selectors.midjourney_tasks_unfinished():
-        if task.provider_id is not None and task.refreshed_at <= stale_before:
+    for task in tasks:
+        if not task.final and task.provider_id is not None and task.upstream_task_id:
             by_provider[task.provider_id].append(task)
     updated = 0
     for provider in Provider.objects.filter(pk__in=list(by_provider)):

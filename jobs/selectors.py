@@ -21,3 +21,32 @@ def midjourney_tasks_unfinished(*, limit: int = 500) -> list[MidjourneyTask]:
         .exclude(upstream_task_id="")
         .order_by("refreshed_at")[:limit]
     )
+
+
+def midjourney_tasks_of_upstream(*, provider_id: int, upstream_task_id: str) -> list[MidjourneyTask]:
+    """The gateway's tasks for one upstream task of one provider (a modal may share it)."""
+    return list(MidjourneyTask.objects.filter(provider_id=provider_id, upstream_task_id=upstream_task_id))
+
+
+def midjourney_provider_base_url(*, provider_id: int | None) -> str:
+    """The base URL of the provider that made a task ("" when it is gone)."""
+    from providers.models import Provider
+
+    if provider_id is None:
+        return ""
+    return Provider.objects.filter(pk=provider_id).values_list("base_url", flat=True).first() or ""
+
+
+def midjourney_tasks_of_user(*, user_id: int, status: str = ""):
+    tasks = MidjourneyTask.objects.filter(user_id=user_id)
+    if status:
+        tasks = tasks.filter(status=status)
+    return tasks.order_by("-submitted_at", "-id")
+
+
+def midjourney_task_for_viewer(*, user, task_id: str) -> MidjourneyTask | None:
+    """A task a console user may see: their own, or any for staff."""
+    tasks = MidjourneyTask.objects.filter(task_id=task_id)
+    if not user.is_staff:
+        tasks = tasks.filter(user_id=user.pk)
+    return tasks.first()

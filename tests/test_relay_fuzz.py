@@ -36,8 +36,10 @@ VALID = {
     "/v1/messages/count_tokens": {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
     "/v1/responses": {"model": MODEL, "input": "hi", "max_output_tokens": 5, "store": False},
     "/v1/responses/input_tokens": {"model": MODEL, "input": "hi"},
+    "/mj/submit/imagine": {"prompt": "hi", "state": "s"},
 }
 ANTHROPIC = {"/v1/messages", "/v1/messages/count_tokens"}
+MIDJOURNEY = {"/mj/submit/imagine"}  # routed to a real loopback midjourney-proxy fake
 
 json_values = st.recursive(
     st.none()
@@ -58,9 +60,13 @@ FIELDS = (
 )  # fmt: skip
 
 
+MJ_FIELDS = ("prompt", "base64Array", "notifyHook", "state", "taskId", "action", "index", "customId")
+
+
 def bodies(path: str):
     valid = VALID[path]
-    replaced = st.builds(lambda field, value: {**valid, field: value}, st.sampled_from(FIELDS), json_values)
+    fields = MJ_FIELDS if path in MIDJOURNEY else FIELDS
+    replaced = st.builds(lambda field, value: {**valid, field: value}, st.sampled_from(fields), json_values)
     message_items = st.builds(
         lambda items: {**valid, "messages": items},
         st.lists(
@@ -128,9 +134,18 @@ class InProcess:
         return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
 
+@pytest.fixture(scope="module")
+def _midjourney():
+    from tests.fakes.midjourney import FakeMidjourney
+
+    with FakeMidjourney(secret="fuzz") as fake_mj:
+        yield fake_mj
+
+
 @pytest.fixture
-def relay(transactional_db, fake):
-    """The relay in process, a key, and the model routed to the fake upstream."""
+def relay(transactional_db, fake, _midjourney):
+    """The relay in process, a key, the model routed to the fake upstream and mj_imagine
+    (one nano a task) to the fake midjourney-proxy."""
     from keys.services import api_key_create
     from providers.models import ProviderModel
     from providers.services import provider_create
@@ -141,11 +156,18 @@ def relay(transactional_db, fake):
     key = api_key_create(user=user).plain
     provider = provider_create(name="fuzz-openai", type="openai", base_url=fake.url + "/v1")
     ProviderModel.objects.create(provider=provider, model=factories.ModelFactory(slug=MODEL))
+    mj = provider_create(name="fuzz-mj", type="midjourney", base_url=_midjourney.url, api_key="fuzz")
+    imagine = factories.ModelFactory(slug="mj_imagine")
+    factories.PriceFactory(
+        model=imagine, input_per_1m=0, output_per_1m=0, cached_input_per_1m=0, per_request=1
+    )
+    ProviderModel.objects.create(provider=mj, model=imagine)
     app = InProcess()
     try:
         yield app, key
     finally:
         app.close()
+        _midjourney.reset()
 
 
 def check(path: str, status: int, payload: bytes) -> None:
@@ -154,6 +176,8 @@ def check(path: str, status: int, payload: bytes) -> None:
         error = orjson.loads(payload)
         if path in ANTHROPIC:
             assert error["type"] == "error" and error["error"]["message"], error
+        elif path in MIDJOURNEY:
+            assert error["code"] in (3, 4, 9) and error["description"] and error["result"] is None, error
         else:
             assert error["error"]["message"], error
 
@@ -216,7 +240,9 @@ def test_hostile_bodies_get_a_4xx_in_the_endpoints_shape(relay, path, case):
         body = nested(int(case.split()[1]), path)
     elif body is None:
         field = (
-            "stop_sequences"
+            "base64Array"
+            if path in MIDJOURNEY
+            else "stop_sequences"
             if path in ANTHROPIC
             else "input"
             if "embeddings" in path or "responses" in path

@@ -252,7 +252,8 @@ def _free_port() -> int:
 
 def test_make_run_banner_lets_the_newcomer_in(tmp_path):
     """scripts/run.sh (`make run`) prints the console, dashboard and docs URLs and the demo
-    login; the printed password opens the dashboard and the printed key answers."""
+    login; the printed password opens the dashboard and the printed key answers, on the
+    chat fake and on the Midjourney fake."""
     import os
     import re
     import signal
@@ -265,6 +266,7 @@ def test_make_run_banner_lets_the_newcomer_in(tmp_path):
         "PATH": "/usr/bin:/bin",
         "PORT": str(port),
         "FAKE_UPSTREAM_PORT": str(fake_port),
+        "FAKE_MJ_PORT": str(_free_port()),
         "DATA_DIR": str(tmp_path),
     }
     output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
@@ -307,6 +309,17 @@ def test_make_run_banner_lets_the_newcomer_in(tmp_path):
                 json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]},
             )
             assert chat.status_code == 200, chat.text
+            # the bundled fake midjourney-proxy: the demo key imagines at once
+            mj = {"mj-api-secret": key}
+            task_id = client.post("/mj/submit/imagine", headers=mj, json={"prompt": "a lighthouse"}).json()[
+                "result"
+            ]
+            for _ in range(100):
+                task = client.get(f"/mj/task/{task_id}/fetch", headers=mj).json()
+                if task["status"] == "SUCCESS":
+                    break
+                time.sleep(0.2)
+            assert task["status"] == "SUCCESS" and task["imageUrl"], task
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

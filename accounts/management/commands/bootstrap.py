@@ -104,6 +104,8 @@ class Command(BaseCommand):
             metavar="MODEL=IN,OUT[,CACHED]",
             help="Price of a model in $ per 1M tokens (repeat per model); no price, no charge.",
         )
+        parser.add_argument("--mj-upstream-url", default="", help="A midjourney-proxy to add as a provider.")
+        parser.add_argument("--mj-secret", default="", help="Its mj-api-secret.")
 
     def handle(self, *args, **options):
         models = [m.strip() for m in options["models"].split(",") if m.strip()]
@@ -131,6 +133,8 @@ class Command(BaseCommand):
             provider = self._provider(name, url, options, demo=demo)
             unpriced = [slug for slug in models if not self._model(provider, slug, prices.get(slug))]
             # more providers or tool prices: one method each (like _model), called here
+            if options["mj_upstream_url"]:
+                midjourney_setup(self.stdout, options["mj_upstream_url"], options["mj_secret"])
             if demo:
                 password, key = self._demo_user(), self._demo_key()
         self._warn_unpriced(unpriced)
@@ -261,3 +265,50 @@ class Command(BaseCommand):
 
 def _is_local_fake(provider: Provider) -> bool:
     return urlsplit(provider.base_url).hostname in LOOPBACK_HOSTS and not provider.credentials_encrypted
+
+
+# --- Midjourney --------------------------------------------------------------------------
+
+MJ_PROVIDER = "midjourney"
+# per-action prices in dollars per task (the relay charges them when the upstream accepts
+# a task and refunds them if it fails); operators change them like any price
+MJ_PRICES = {
+    "mj_imagine": "0.10",
+    "mj_variation": "0.10",
+    "mj_reroll": "0.10",
+    "mj_upscale": "0.05",
+    "mj_describe": "0.05",
+    "mj_blend": "0.10",
+    "mj_shorten": "0.05",
+    "mj_zoom": "0.10",
+    "mj_pan": "0.10",
+    "mj_inpaint": "0.10",
+    "mj_modal": "0.10",
+    "mj_action": "0.10",
+}
+
+
+def midjourney_setup(stdout, url: str, secret: str) -> Provider:
+    """A midjourney-proxy provider (``--mj-upstream-url``, ``--mj-secret``) serving every
+    ``mj_*`` action model, each with its price; idempotent, and a price set before is kept."""
+    url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise CommandError(f"--mj-upstream-url must be an http(s) URL, got {url!r}")
+    provider = Provider.objects.filter(name=MJ_PROVIDER).first()
+    if provider is None:
+        provider = provider_services.provider_create(
+            name=MJ_PROVIDER, type=Provider.Type.MIDJOURNEY, base_url=url, api_key=secret
+        )
+        stdout.write(f"created provider {MJ_PROVIDER!r} -> {url}")
+    else:
+        provider_services.provider_update(provider=provider, data={"base_url": url}, api_key=secret or None)
+        stdout.write(f"provider {MJ_PROVIDER!r} points at {url}")
+    for slug, dollars in MJ_PRICES.items():
+        model, _ = Model.objects.get_or_create(
+            slug=slug, defaults={"type": Model.Type.IMAGE, "display_name": slug.replace("_", " ")}
+        )
+        ProviderModel.objects.get_or_create(provider=provider, model=model)
+        if not ModelPrice.objects.filter(model=model).exists():
+            billing_services.model_price_create(model=model, per_request=to_nanos(dollars), note="bootstrap")
+    stdout.write(f"Midjourney actions priced per task: {', '.join(MJ_PRICES)}")
+    return provider
