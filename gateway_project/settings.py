@@ -115,6 +115,9 @@ try:
     WEB_SEARCH_MAX_ROUNDS = get_int("WEB_SEARCH_MAX_ROUNDS", 5, minimum=1)
     WEB_SEARCH_TIMEOUT = get_int("WEB_SEARCH_TIMEOUT", 10, minimum=1)
     WEB_SEARCH_CRAWL = get_bool("WEB_SEARCH_CRAWL", True)
+    # seconds without a byte on a streamed web-search answer before an SSE comment (or an
+    # Anthropic ping) keeps the client's connection alive while the gateway searches
+    WEB_SEARCH_KEEPALIVE = get_int("WEB_SEARCH_KEEPALIVE", 10, minimum=1)
     BILLING_CURRENCY = get_str("BILLING_CURRENCY", "USD")
 except ConfigError as exc:
     raise SystemExit(f"configuration error: {exc}") from None

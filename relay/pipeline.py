@@ -62,14 +62,15 @@ class Pipeline:
             if refusal is not None:
                 raise refusal_error(refusal, ctx.key)
             plan = wanted  # reserved: from here on, the finish settles it
+            if call.run is not None:  # several upstream calls (the gateway's tool loop)
+                work = call.run(self.forwarder, ctx, routes, record)
+            else:
+                work = self.forwarder.forward(ctx, call, routes, record)
             if call.stream:
                 # streams watch for the client leaving, to cancel the upstream at once
-                task = asyncio.ensure_future(self.forwarder.forward(ctx, call, routes, record))
-                await self._until_done_or_gone(ctx, task, record)
-            elif call.run is not None:
-                await call.run(self.forwarder, ctx, routes, record)
+                await self._until_done_or_gone(ctx, asyncio.ensure_future(work), record)
             else:
-                await self.forwarder.forward(ctx, call, routes, record)
+                await work
         except RelayError as exc:
             record.status_code = exc.status
             record.error = exc.message

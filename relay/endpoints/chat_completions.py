@@ -64,11 +64,11 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
                 param="web_search",
                 code="web_search_off",
             )
-        if stream:
+        if (body.get("n") or 1) != 1:
             raise RelayError(
                 400,
-                "'web_search' is not available with 'stream': true yet; send the request without streaming.",
-                param="web_search",
+                "'web_search' answers with one choice: 'n' must be 1.",
+                param="n",
                 code="unsupported_parameter",
             )
     with_usage = include_usage(body, stream)
@@ -87,14 +87,23 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
             stream=stream,
             build=lambda adapter, route: adapter.chat_request(request, target_for(route), stream=stream),
             answer=answer,
-            translator=lambda adapter: adapter.chat_stream(model=model, include_usage=with_usage),
+            translator=lambda adapter: adapter.chat_stream(
+                model=model, include_usage=with_usage or searching
+            ),
             count_prompt=lambda: tokens.count_chat_prompt(request),
             unsupported=unsupported_for(request),
         )
 
     call = make_call(body)
     if backend is not None:
-        call.run = functools.partial(web_search.run, body=body, make_call=make_call, backend=backend)
+        call.run = functools.partial(
+            web_search.run,
+            body=body,
+            make_call=make_call,
+            backend=backend,
+            stream=stream,
+            include_usage=with_usage,
+        )
     return call, candidates(routes, info.strategy, model)
 
 

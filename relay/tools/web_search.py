@@ -26,8 +26,10 @@ from providers.search import SearchBackend, SearchError
 from providers.search.base import cap
 
 from ..config import Route
+from ..errors import RelayError
 from ..forward import Call, Forwarder, UsageRecord
 from ..http import Context
+from .chat_stream import ChatStreamSink
 
 TOOLS = [
     {
@@ -217,12 +219,13 @@ def annotate(content: str, sources: dict[str, str]) -> list[dict]:
 
 def _merge(record: UsageRecord, round_record: UsageRecord, total: Usage) -> None:
     record.providers_tried.extend(round_record.providers_tried)
-    record.provider_id = round_record.provider_id
-    record.model_upstream = round_record.model_upstream
-    record.model_billed = round_record.model_billed
-    record.price = round_record.price
+    if round_record.provider_id is not None:  # a provider answered this round
+        record.provider_id = round_record.provider_id
+        record.model_upstream = round_record.model_upstream
+        record.model_billed = round_record.model_billed
+        record.price = round_record.price
+        record.ttft_ms = round_record.ttft_ms
     record.usage_estimated = record.usage_estimated or round_record.usage_estimated
-    record.ttft_ms = round_record.ttft_ms
     usage = round_record.usage
     if usage is not None:
         total.prompt_tokens += usage.prompt_tokens
@@ -250,6 +253,8 @@ async def run(
     body: dict,
     make_call: Callable[[dict], Call],
     backend: SearchBackend,
+    stream: bool = False,
+    include_usage: bool = False,
 ) -> None:
     client_tools = list(body.get("tools") or [])
     client_names = {_tool_name(tool) for tool in client_tools}
@@ -259,37 +264,93 @@ async def run(
     messages = list(body["messages"])
     total = Usage()
     rounds = settings.WEB_SEARCH_MAX_ROUNDS
-    for number in range(rounds + 1):
-        last = number == rounds
-        round_body = _round_body(body, messages, client_tools if last else client_tools + ours)
-        call = make_call(round_body)
-        round_record = UsageRecord(
-            request_type=record.request_type, endpoint=record.endpoint, price=record.price
-        )
-        try:
-            payload = await forwarder.forward(ctx, call, routes, round_record, respond=False)
-        except BaseException:
-            # the rounds before this one were answered and the provider bills them: so do we
-            record.providers_tried.extend(round_record.providers_tried)
-            record.charge_on_failure = bool(total.prompt_tokens or total.completion_tokens)
-            raise
-        _merge(record, round_record, total)
-        data = orjson.loads(payload)
-        choices = data.get("choices") or [{}]
-        message = choices[0].get("message") or {}
-        calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
-        mine = [c for c in calls if (c.get("function") or {}).get("name") in our_names]
-        if last or not mine or len(mine) < len(calls):
-            await _answer(ctx, call, data, calls, mine, tools.sources, total)
-            return
-        messages.append({"role": "assistant", "content": message.get("content"), "tool_calls": mine})
-        outputs = await asyncio.gather(
-            *(tools.run(c["function"]["name"], c["function"].get("arguments") or "") for c in mine)
-        )
-        messages.extend(
-            {"role": "tool", "tool_call_id": c.get("id"), "content": output}
-            for c, output in zip(mine, outputs, strict=True)
-        )
+    sink = ChatStreamSink(ctx, keepalive=settings.WEB_SEARCH_KEEPALIVE) if stream else None
+    try:
+        for number in range(rounds + 1):
+            last = number == rounds
+            round_body = _round_body(body, messages, client_tools if last else client_tools + ours)
+            call = make_call(round_body)
+            round_record = UsageRecord(
+                request_type=record.request_type, endpoint=record.endpoint, price=record.price
+            )
+            if sink is not None:
+                sink.new_round()
+            try:
+                payload = await forwarder.forward(sink or ctx, call, routes, round_record, respond=False)
+            except BaseException as exc:
+                # the rounds before this one were answered and the provider bills them, and
+                # so is what a cut or abandoned stream produced: so do we
+                _merge(record, round_record, total)
+                if sink is not None and isinstance(exc, RelayError):
+                    await sink.fail(exc.message)
+                raise
+            _merge(record, round_record, total)
+            if sink is not None:
+                if sink.failed or round_record.status_code >= 400:  # told the client in-stream
+                    record.status_code = max(round_record.status_code, 502)
+                    record.error = round_record.error or "The upstream reported an error in its stream."
+                    record.charge_on_failure = True  # this round's tokens, at least
+                    await sink.close()
+                    return
+                text = sink.round_text or None
+                calls = [
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": c["arguments"]},
+                    }
+                    for _, c in sorted(sink.calls.items())
+                ]
+            else:
+                data = orjson.loads(payload)
+                choices = data.get("choices") or [{}]
+                message = choices[0].get("message") or {}
+                text = message.get("content")
+                calls = [c for c in message.get("tool_calls") or () if isinstance(c, dict)]
+            mine = [c for c in calls if (c.get("function") or {}).get("name") in our_names]
+            if last or not mine or len(mine) < len(calls):
+                if sink is None:
+                    await _answer(ctx, call, data, calls, mine, tools.sources, total)
+                else:
+                    kept = [{"id": c["id"], **c["function"]} for c in calls if c not in mine]
+                    usage = _usage_dict(total, {}) if include_usage else None
+                    await sink.finish(kept, annotate(sink.text, tools.sources), usage)
+                return
+            messages.append({"role": "assistant", "content": text, "tool_calls": mine})
+            outputs = await asyncio.gather(
+                *(tools.run(c["function"]["name"], c["function"].get("arguments") or "") for c in mine)
+            )
+            messages.extend(
+                {"role": "tool", "tool_call_id": c.get("id"), "content": output}
+                for c, output in zip(mine, outputs, strict=True)
+            )
+    except BaseException:
+        # a failure, or the client leaving, after rounds the provider answered (and bills)
+        record.charge_on_failure = bool(total.prompt_tokens or total.completion_tokens)
+        raise
+    finally:
+        if sink is not None:
+            sink.stop()
+
+
+def _function_call(call: dict) -> dict:
+    function = {"name": call["name"], "arguments": call["arguments"]}
+    return {"id": call["id"], "type": "function", "function": function}
+
+
+def _usage_dict(total: Usage, usage: dict) -> dict:
+    """The client's usage object: the sum of all rounds (over the final round's own)."""
+    usage.update(
+        prompt_tokens=total.prompt_tokens,
+        completion_tokens=total.completion_tokens,
+        total_tokens=total.total_tokens,
+    )
+    if total.cached_tokens or isinstance(usage.get("prompt_tokens_details"), dict):
+        usage["prompt_tokens_details"] = {
+            **(usage.get("prompt_tokens_details") or {}),
+            "cached_tokens": total.cached_tokens,
+        }
+    return usage
 
 
 async def _answer(ctx, call, data, calls, mine, sources, total: Usage) -> None:
@@ -311,15 +372,5 @@ async def _answer(ctx, call, data, calls, mine, sources, total: Usage) -> None:
             if annotations:
                 message["annotations"] = [*(message.get("annotations") or []), *annotations]
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    usage.update(
-        prompt_tokens=total.prompt_tokens,
-        completion_tokens=total.completion_tokens,
-        total_tokens=total.total_tokens,
-    )
-    if total.cached_tokens or isinstance(usage.get("prompt_tokens_details"), dict):
-        usage["prompt_tokens_details"] = {
-            **(usage.get("prompt_tokens_details") or {}),
-            "cached_tokens": total.cached_tokens,
-        }
-    data["usage"] = usage
+    data["usage"] = _usage_dict(total, usage)
     await ctx.respond(200, orjson.dumps(data), headers=call.headers)
