@@ -7,6 +7,7 @@ answer translated back (``providers.formats.anthropic_messages``).
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import orjson
@@ -28,7 +29,9 @@ from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
 from ..openapi import OPEN
 from ..protocols.anthropic import ANTHROPIC, check_messages
+from ..tools import anthropic_search, web_search
 from . import Doc, Endpoint
+from .chat_completions import chat_call
 from .common import parse_json, require_model, resolve, stream_flag
 
 logger = logging.getLogger("relay")
@@ -47,9 +50,15 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
     body = parse_json(raw)
     model = require_model(body)
     record.model_requested = model
+    searching = web_search.web_search_flag(body)  # never forwarded, whatever the provider
+    server = anthropic_search.server_tool(body)
     check_messages(body)
     stream = record.stream = stream_flag(body)
     info, routes = await resolve(ctx, model, Capability.MESSAGES, Capability.CHAT, what="messages")
+    if server is not None:
+        native = [r for r in routes if get_adapter(r.provider_type).supports(Capability.MESSAGES)]
+        if native:  # Anthropic runs its own server tool: passed through to those routes
+            routes, server = native, None
     record.price = info.price
     beta = ctx.header(b"anthropic-beta")
     reasoning = wants_thinking(body) and info.reasoning  # ask a reasoning model for it
@@ -102,7 +111,43 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         translator=translator,
         count_prompt=lambda: tokens.count_chat_prompt(as_chat()),
     )
+    if searching or server is not None:
+        call.run = _search_loop(
+            model=model,
+            stream=stream,
+            chat=as_chat(),
+            server=server,
+            present=anthropic_search.present(
+                model=model,
+                thinking=thinking,
+                stop_sequences=sequences,
+                server=server is not None,
+                translator=lambda: ChatStreamToMessages(
+                    model=model,
+                    input_tokens=tokens.count_chat_prompt(as_chat()),
+                    thinking=thinking,
+                    stop_sequences=sequences,
+                    count_tokens=tokens.count_text,
+                ),
+            ),
+        )
     return call, candidates(routes, info.strategy, model)
+
+
+def _search_loop(*, model: str, stream: bool, chat: dict, server, present):
+    """The gateway's web-search loop over chat-shaped rounds (any provider that chats),
+    answered in Anthropic's shapes."""
+    backend = web_search.backend_or_refuse()
+
+    return functools.partial(
+        web_search.run,
+        body=chat,
+        make_call=lambda request: chat_call(request, model=model, stream=stream, include_usage=True),
+        backend=backend,
+        stream=stream,
+        present=present,
+        server=server,
+    )
 
 
 async def count_tokens(ctx: Context, relay) -> None:

@@ -21,7 +21,7 @@ import time
 
 import orjson
 
-from providers.base import SSELineBuffer
+from providers.base import SSELineBuffer, StreamTranslator
 
 from ..http import Context
 
@@ -30,8 +30,17 @@ _BASE_FIELDS = ("id", "object", "created", "model", "system_fingerprint")
 
 
 class ChatStreamSink:
-    def __init__(self, ctx: Context, *, keepalive: float) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        keepalive: float,
+        translator: StreamTranslator | None = None,
+        ping: bytes = KEEP_ALIVE,
+    ) -> None:
         self.ctx = ctx
+        self.translator = translator  # chat SSE -> the client's protocol, when not chat
+        self.ping = ping
         self.started = ctx.started  # read by the forwarder (time to first token)
         self.protocol = ctx.protocol
         self.keepalive = keepalive
@@ -69,7 +78,7 @@ class ChatStreamSink:
             if event:
                 out.append(event)
         if out:
-            await self._write(b"".join(out))
+            await self._emit(b"".join(out))
 
     async def end_stream(self, data: bytes = b"") -> None:
         """The end of one round: an error tail (the round failed) goes to the client now."""
@@ -78,12 +87,17 @@ class ChatStreamSink:
             await self.stream_chunk(rest + b"\n")
         if data:
             self.failed = True
-            await self._write(data)
+            await self._write(data)  # already in the client's protocol
 
     # --- the loop's side ------------------------------------------------------------------
 
-    async def finish(self, kept: list[dict], annotations: list[dict], usage: dict | None) -> None:
-        """End the client's stream after the final round."""
+    async def finish(
+        self, kept: list[dict], annotations: list[dict], usage: dict | None, *, prefix: bytes = b""
+    ) -> None:
+        """End the client's stream after the final round (``prefix``: bytes in the client's
+        protocol to send first)."""
+        if prefix:
+            await self.raw(prefix)
         out = []
         if kept:
             delta = {
@@ -110,7 +124,10 @@ class ChatStreamSink:
         if usage is not None:
             out.append(self._event({**self.base, "choices": [], "usage": usage}))
         out.append(b"data: [DONE]\n\n")
-        await self.close(b"".join(out))
+        data = b"".join(out)
+        if self.translator is not None:
+            data = self.translator.feed(data) + self.translator.close()
+        await self.close(data)
 
     async def fail(self, message: str) -> None:
         await self.close(self.protocol.stream_error(message))
@@ -129,6 +146,17 @@ class ChatStreamSink:
 
     # --- inside ---------------------------------------------------------------------------
 
+    async def raw(self, data: bytes) -> None:
+        """Bytes already in the client's protocol."""
+        if data:
+            await self._write(data)
+
+    async def _emit(self, data: bytes) -> None:
+        if self.translator is not None:
+            data = self.translator.feed(data)
+        if data:
+            await self._write(data)
+
     async def _write(self, data: bytes) -> None:
         async with self._lock:
             await self.ctx.stream_chunk(data)
@@ -141,7 +169,7 @@ class ChatStreamSink:
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue
-                await self._write(KEEP_ALIVE)
+                await self._write(self.ping)
 
     def _choice(self, delta: dict, finish_reason: str | None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}

@@ -14,22 +14,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 from django.conf import settings
 
 from core import outbound
-from providers.base import Usage
-from providers.search import SearchBackend, SearchError
+from providers.base import StreamTranslator, Usage
+from providers.search import SearchBackend, SearchError, SearchResult, configured_backend
 from providers.search.base import cap
 
 from ..config import Route
 from ..errors import RelayError
 from ..forward import Call, Forwarder, UsageRecord
 from ..http import Context
-from .chat_stream import ChatStreamSink
+from .chat_stream import KEEP_ALIVE, ChatStreamSink
 
 TOOLS = [
     {
@@ -70,6 +72,83 @@ TOOLS = [
         },
     },
 ]
+
+
+# Anthropic's server tool (web_search_20250305 and later), run by the gateway: the model is
+# offered this one function instead of the three above
+SERVER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "web_search",
+        "description": "Search the web for current information. Returns results with title, url "
+        "and snippet. Cite the url of each result you use.",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "The search query."}},
+            "required": ["query"],
+        },
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTool:
+    """The options of the client's server tool the gateway honours."""
+
+    max_uses: int | None = None
+    allowed_domains: tuple[str, ...] = ()
+    blocked_domains: tuple[str, ...] = ()
+
+    def admits(self, url: str) -> bool:
+        host = (urlsplit(url).hostname or "").lower()
+
+        def under(domains: tuple[str, ...]) -> bool:
+            return any(host == d or host.endswith("." + d) for d in domains)
+
+        if self.allowed_domains and not under(self.allowed_domains):
+            return False
+        return not under(self.blocked_domains)
+
+
+@dataclass(slots=True)
+class Search:
+    """One search the model asked for: the results it got, or an error code."""
+
+    call_id: str
+    query: str
+    results: list[SearchResult] = field(default_factory=list)
+    error: str = ""  # Anthropic's web_search_tool_result_error codes
+
+
+@dataclass(slots=True)
+class Present:
+    """How the loop's chat-shaped answer reaches a client of another protocol."""
+
+    json: Callable[[dict, Tools], bytes]  # the final chat answer -> the client's body
+    stream: Callable[[], StreamTranslator] | None = None  # chat SSE -> the client's SSE
+    keepalive: bytes = KEEP_ALIVE
+    # streams: the client's bytes after a round's searches, and before the final chunk
+    after_tools: Callable[[ChatStreamSink, list[Search]], bytes] | None = None
+    before_finish: Callable[[ChatStreamSink, Tools], bytes] | None = None
+
+
+def web_search_flag(body: dict) -> bool:
+    """The non-standard ``web_search`` field: read and removed, never forwarded upstream."""
+    value = body.pop("web_search", None)
+    if value is None or value is False:
+        return False
+    if value is not True:
+        raise RelayError(400, "'web_search' must be a boolean.", param="web_search")
+    return True
+
+
+def backend_or_refuse() -> SearchBackend:
+    backend = configured_backend()
+    if backend is None:
+        raise RelayError(
+            400, "Web search is not configured on this gateway.", param="web_search", code="web_search_off"
+        )
+    return backend
 
 
 def _tool_name(tool) -> str | None:
@@ -132,30 +211,63 @@ def html_to_text(html: str) -> tuple[str, str]:
 class Tools:
     """The gateway's tools for one request, and the sources they produced (url -> title)."""
 
-    def __init__(self, backend: SearchBackend) -> None:
+    def __init__(self, backend: SearchBackend, server: ServerTool | None = None) -> None:
         self.backend = backend
+        self.server = server
         self.sources: dict[str, str] = {}
+        self.searches: list[Search] = []  # in the order the model asked for them
 
-    async def run(self, name: str, arguments: str) -> str:
+    @property
+    def performed(self) -> int:
+        """Searches sent to the backend (what is billed)."""
+        return sum(1 for search in self.searches if search.error != "max_uses_exceeded")
+
+    async def run(self, name: str, arguments: str, call_id: str = "") -> str:
         try:
             args = orjson.loads(arguments or "{}")
             if not isinstance(args, dict):
                 raise ValueError
         except (orjson.JSONDecodeError, ValueError):
             return self._error("the arguments are not a JSON object")
+        if name == "web_search" and self.server is not None:
+            return await self._server_search(call_id, args.get("query"))
         try:
             if name in ("search", "news"):
                 query = args.get("query")
                 if not isinstance(query, str) or not query.strip():
                     return self._error("'query' must be a non-empty string")
                 find = self.backend.search if name == "search" else self.backend.news
-                results = await find(query)
+                search = Search(call_id, query)
+                self.searches.append(search)
+                results = search.results = await find(query)
                 for result in results:
                     self.sources.setdefault(result.url, result.title)
                 return orjson.dumps({"results": [r.as_dict() for r in results]}).decode()
             return await self._crawl(args.get("url"))
         except SearchError as exc:
+            if name in ("search", "news"):
+                self.searches[-1].error = "unavailable"
             return self._error(str(exc))
+
+    async def _server_search(self, call_id: str, query) -> str:
+        search = Search(call_id, query if isinstance(query, str) else "")
+        self.searches.append(search)
+        server = self.server
+        if not search.query.strip():
+            search.error = "invalid_tool_input"
+        elif server.max_uses is not None and self.performed > server.max_uses:
+            search.error = "max_uses_exceeded"
+        else:
+            try:
+                found = await self.backend.search(search.query)
+            except SearchError as exc:
+                search.error = "unavailable"
+                return self._error(f"{search.error}: {exc}")
+            search.results = [r for r in found if server.admits(r.url)]
+            for result in search.results:
+                self.sources.setdefault(result.url, result.title)
+            return orjson.dumps({"results": [r.as_dict() for r in search.results]}).decode()
+        return self._error(search.error)
 
     async def _crawl(self, url) -> str:
         if not settings.WEB_SEARCH_CRAWL:
@@ -255,16 +367,28 @@ async def run(
     backend: SearchBackend,
     stream: bool = False,
     include_usage: bool = False,
+    present: Present | None = None,
+    server: ServerTool | None = None,
 ) -> None:
+    """The loop over chat-shaped rounds; ``present`` turns its answer into another
+    protocol's (the client's), ``server`` runs Anthropic's server tool instead of ours."""
     client_tools = list(body.get("tools") or [])
     client_names = {_tool_name(tool) for tool in client_tools}
-    ours = [tool for tool in TOOLS if tool["function"]["name"] not in client_names]
+    offered = [SERVER_TOOL] if server is not None else TOOLS
+    ours = [tool for tool in offered if tool["function"]["name"] not in client_names]
     our_names = {tool["function"]["name"] for tool in ours}
-    tools = Tools(backend)
+    tools = Tools(backend, server)
     messages = list(body["messages"])
     total = Usage()
     rounds = settings.WEB_SEARCH_MAX_ROUNDS
-    sink = ChatStreamSink(ctx, keepalive=settings.WEB_SEARCH_KEEPALIVE) if stream else None
+    sink = None
+    if stream:
+        sink = ChatStreamSink(
+            ctx,
+            keepalive=settings.WEB_SEARCH_KEEPALIVE,
+            translator=present.stream() if present is not None and present.stream else None,
+            ping=present.keepalive if present is not None else KEEP_ALIVE,
+        )
     try:
         for number in range(rounds + 1):
             last = number == rounds
@@ -310,16 +434,26 @@ async def run(
             mine = [c for c in calls if (c.get("function") or {}).get("name") in our_names]
             if last or not mine or len(mine) < len(calls):
                 if sink is None:
-                    await _answer(ctx, call, data, calls, mine, tools.sources, total)
+                    await _answer(ctx, call, data, calls, mine, tools, total, present)
                 else:
                     kept = [{"id": c["id"], **c["function"]} for c in calls if c not in mine]
-                    usage = _usage_dict(total, {}) if include_usage else None
-                    await sink.finish(kept, annotate(sink.text, tools.sources), usage)
+                    wanted = include_usage or sink.translator is not None
+                    usage = _usage_dict(total, {}) if wanted else None
+                    prefix = b""
+                    if present is not None and present.before_finish is not None:
+                        prefix = present.before_finish(sink, tools)
+                    await sink.finish(kept, annotate(sink.text, tools.sources), usage, prefix=prefix)
                 return
             messages.append({"role": "assistant", "content": text, "tool_calls": mine})
+            before = len(tools.searches)
             outputs = await asyncio.gather(
-                *(tools.run(c["function"]["name"], c["function"].get("arguments") or "") for c in mine)
+                *(
+                    tools.run(c["function"]["name"], c["function"].get("arguments") or "", c.get("id") or "")
+                    for c in mine
+                )
             )
+            if sink is not None and present is not None and present.after_tools is not None:
+                await sink.raw(present.after_tools(sink, tools.searches[before:]))
             messages.extend(
                 {"role": "tool", "tool_call_id": c.get("id"), "content": output}
                 for c, output in zip(mine, outputs, strict=True)
@@ -353,7 +487,7 @@ def _usage_dict(total: Usage, usage: dict) -> dict:
     return usage
 
 
-async def _answer(ctx, call, data, calls, mine, sources, total: Usage) -> None:
+async def _answer(ctx, call, data, calls, mine, tools: Tools, total: Usage, present) -> None:
     """The final answer to the client: the gateway's own tool calls removed, citations
     added, usage = the sum of all rounds."""
     for choice in data.get("choices") or ():
@@ -367,10 +501,11 @@ async def _answer(ctx, call, data, calls, mine, sources, total: Usage) -> None:
                 if choice.get("finish_reason") == "tool_calls":
                     choice["finish_reason"] = "stop"
         content = message.get("content")
-        if isinstance(content, str) and sources:
-            annotations = annotate(content, sources)
+        if isinstance(content, str) and tools.sources:
+            annotations = annotate(content, tools.sources)
             if annotations:
                 message["annotations"] = [*(message.get("annotations") or []), *annotations]
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     data["usage"] = _usage_dict(total, usage)
-    await ctx.respond(200, orjson.dumps(data), headers=call.headers)
+    body = orjson.dumps(data) if present is None else present.json(data, tools)
+    await ctx.respond(200, body, headers=call.headers)
