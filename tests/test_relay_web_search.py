@@ -355,3 +355,35 @@ def test_stream_failing_later_round_ends_the_stream_with_an_error(client, fake, 
     with pytest.raises(openai.APIError):
         list(ask_stream(client))
     assert len(fake.requests) == 2
+
+
+# --- /v1/completions (wrapped as chat) -----------------------------------------------
+
+
+def test_completions_web_search_wraps_the_prompt_as_chat(client, fake, searxng):
+    page = searxng.page_url("python")
+    fake.script(SEARCH, {"reply": f"Python: {page}"})
+    completion = client.completions.create(
+        model="gpt-4o-mini", prompt="what is python?", extra_body={"web_search": True}
+    )
+    assert completion.object == "text_completion" and completion.choices[0].text == f"Python: {page}"
+    assert completion.choices[0].finish_reason == "stop"
+    assert [r["path"] for r in fake.requests] == ["/v1/chat/completions"] * 2
+    assert fake.requests[0]["json"]["messages"] == [{"role": "user", "content": "what is python?"}]
+    prompt, completion_tokens = upstream_sum(fake)
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (prompt, completion_tokens)
+    # streamed: text_completion chunks, the usage of both rounds when asked for
+    fake.script(SEARCH, {"reply": "Streamed answer here."})
+    chunks = list(
+        client.completions.create(
+            model="gpt-4o-mini",
+            prompt="what is python?",
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"web_search": True},
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "Streamed answer here."
+    assert all(c.object == "text_completion" for c in chunks)
+    later = fake.requests[2:]
+    assert chunks[-1].usage.completion_tokens == sum(r["usage"]["completion_tokens"] for r in later)
