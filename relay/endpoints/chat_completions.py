@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import orjson
 
 from providers.base import Adapter, Capability, Usage
@@ -91,14 +89,7 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
 
     call = make_call(body)
     if backend is not None:
-        call.run = functools.partial(
-            web_search.run,
-            body=body,
-            make_call=make_call,
-            backend=backend,
-            stream=stream,
-            include_usage=with_usage,
-        )
+        call.run = web_search.loop(body, make_call, backend, stream, include_usage=with_usage)
     return call, candidates(routes, info.strategy, model)
 
 

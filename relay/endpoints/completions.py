@@ -3,8 +3,6 @@ protocol itself, for the provider types that speak it."""
 
 from __future__ import annotations
 
-import functools
-
 import orjson
 
 from providers.base import Adapter, Capability, Usage
@@ -91,12 +89,11 @@ async def _prepare_search(ctx: Context, body: dict, record: UsageRecord, *, mode
         )
 
     call = make_call(chat)
-    call.run = functools.partial(
-        web_search.run,
-        body=chat,
-        make_call=make_call,
-        backend=backend,
-        stream=stream,
+    call.run = web_search.loop(
+        chat,
+        make_call,
+        backend,
+        stream,
         present=web_search.Present(
             json=lambda data, tools: orjson.dumps(chat_to_completion(data, model=model)),
             stream=lambda: ChatStreamToCompletions(model=model, include_usage=with_usage),

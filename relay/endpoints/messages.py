@@ -7,7 +7,6 @@ answer translated back (``providers.formats.anthropic_messages``).
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import orjson
@@ -139,15 +138,10 @@ def _search_loop(*, model: str, stream: bool, chat: dict, server, present):
     answered in Anthropic's shapes."""
     backend = web_search.backend_or_refuse()
 
-    return functools.partial(
-        web_search.run,
-        body=chat,
-        make_call=lambda request: chat_call(request, model=model, stream=stream, include_usage=True),
-        backend=backend,
-        stream=stream,
-        present=present,
-        server=server,
-    )
+    def make_call(request: dict) -> Call:
+        return chat_call(request, model=model, stream=stream, include_usage=True)
+
+    return web_search.loop(chat, make_call, backend, stream, present=present, server=server)
 
 
 async def count_tokens(ctx: Context, relay) -> None:

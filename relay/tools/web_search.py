@@ -13,6 +13,7 @@ is that sum. The answer gets ``url_citation`` annotations for the result URLs it
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -465,6 +466,11 @@ async def run(
     finally:
         if sink is not None:
             sink.stop()
+
+
+def loop(body: dict, make_call: Callable[[dict], Call], backend: SearchBackend, stream: bool, **options):
+    """The ``Call.run`` of a request the loop answers (``options``: see :func:`run`)."""
+    return functools.partial(run, body=body, make_call=make_call, backend=backend, stream=stream, **options)
 
 
 def _function_call(call: dict) -> dict:
