@@ -19,7 +19,7 @@ from .endpoints import Endpoint
 from .errors import RelayError
 from .forward import Forwarder, UsageRecord
 from .http import ClientGone, Context
-from .limits import build_plan, refusal_error
+from .limits import build_plan, refusal_error, scale_plan
 
 logger = logging.getLogger("relay")
 STORE_RETRY_AFTER = b"2"
@@ -58,6 +58,8 @@ class Pipeline:
                 price=record.price,
                 model_max=call.model_max,
             )
+            if call.rounds > 1:  # a gateway tool loop: reserve for every round it may take
+                wanted = scale_plan(wanted, call.rounds)
             refusal = await self._reserve(wanted)
             if refusal is not None:
                 raise refusal_error(refusal, ctx.key)
@@ -156,7 +158,10 @@ def usage_event(ctx: Context, record: UsageRecord) -> UsageEvent:
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
             multiplier=key.multiplier,
+            requests=record.rounds,  # a per-request model price counts every upstream call
         )
+    if key is not None and billable:
+        cost += record.extra_cost  # the gateway's own tools (web searches), priced by the loop
     return UsageEvent(
         request_id=ctx.request_id,
         ts=ctx.started_wall,
@@ -184,4 +189,5 @@ def usage_event(ctx: Context, record: UsageRecord) -> UsageEvent:
         request_bytes=ctx.request_bytes,
         response_bytes=ctx.response_bytes,
         client_disconnected=record.client_disconnected,
+        breakdown=record.breakdown,
     )

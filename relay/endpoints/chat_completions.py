@@ -89,7 +89,7 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
 
     call = make_call(body)
     if backend is not None:
-        call.run = web_search.loop(body, make_call, backend, stream, include_usage=with_usage)
+        web_search.attach(call, body, make_call, backend, stream, include_usage=with_usage)
     return call, candidates(routes, info.strategy, model)
 
 

@@ -89,7 +89,8 @@ async def _prepare_search(ctx: Context, body: dict, record: UsageRecord, *, mode
         )
 
     call = make_call(chat)
-    call.run = web_search.loop(
+    web_search.attach(
+        call,
         chat,
         make_call,
         backend,

@@ -111,7 +111,8 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         count_prompt=lambda: tokens.count_chat_prompt(as_chat()),
     )
     if searching or server is not None:
-        call.run = _search_loop(
+        _search_loop(
+            call,
             model=model,
             stream=stream,
             chat=as_chat(),
@@ -133,7 +134,7 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
     return call, candidates(routes, info.strategy, model)
 
 
-def _search_loop(*, model: str, stream: bool, chat: dict, server, present):
+def _search_loop(call: Call, *, model: str, stream: bool, chat: dict, server, present) -> None:
     """The gateway's web-search loop over chat-shaped rounds (any provider that chats),
     answered in Anthropic's shapes."""
     backend = web_search.backend_or_refuse()
@@ -141,7 +142,7 @@ def _search_loop(*, model: str, stream: bool, chat: dict, server, present):
     def make_call(request: dict) -> Call:
         return chat_call(request, model=model, stream=stream, include_usage=True)
 
-    return web_search.loop(chat, make_call, backend, stream, present=present, server=server)
+    web_search.attach(call, chat, make_call, backend, stream, present=present, server=server)
 
 
 async def count_tokens(ctx: Context, relay) -> None:

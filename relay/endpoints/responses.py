@@ -336,7 +336,7 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         present = responses_search.present(
             base=base, tools=plan.tools, summary=summary, stored=stored, translator=to_responses
         )
-        call.run = web_search.loop(chat, make_call, backend, stream, present=present)
+        web_search.attach(call, chat, make_call, backend, stream, present=present)
     return call, candidates(routes, info.strategy, model)
 
 

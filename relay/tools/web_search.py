@@ -23,16 +23,19 @@ import aiohttp
 import orjson
 from django.conf import settings
 
+from billing.pricing import PPM, token_cost
 from core import outbound
 from providers.base import StreamTranslator, Usage
 from providers.search import SearchBackend, SearchError, SearchResult, configured_backend
 from providers.search.base import cap
 
-from ..config import Route
+from ..config import CONFIG, Route
 from ..errors import RelayError
 from ..forward import Call, Forwarder, UsageRecord
 from ..http import Context
 from .chat_stream import KEEP_ALIVE, ChatStreamSink
+
+SEARCH_PRICE_MODEL = "web_search"  # its per_request price is the price of one search
 
 TOOLS = [
     {
@@ -119,6 +122,7 @@ class Search:
     query: str
     results: list[SearchResult] = field(default_factory=list)
     error: str = ""  # Anthropic's web_search_tool_result_error codes
+    done: bool = False  # the backend answered (a search cut short by the client is not billed)
 
 
 @dataclass(slots=True)
@@ -220,8 +224,8 @@ class Tools:
 
     @property
     def performed(self) -> int:
-        """Searches sent to the backend (what is billed)."""
-        return sum(1 for search in self.searches if search.error != "max_uses_exceeded")
+        """Searches the backend answered (what is billed)."""
+        return sum(1 for search in self.searches if search.done and not search.error)
 
     async def run(self, name: str, arguments: str, call_id: str = "") -> str:
         try:
@@ -241,6 +245,7 @@ class Tools:
                 search = Search(call_id, query)
                 self.searches.append(search)
                 results = search.results = await find(query)
+                search.done = True
                 for result in results:
                     self.sources.setdefault(result.url, result.title)
                 return orjson.dumps({"results": [r.as_dict() for r in results]}).decode()
@@ -256,7 +261,7 @@ class Tools:
         server = self.server
         if not search.query.strip():
             search.error = "invalid_tool_input"
-        elif server.max_uses is not None and self.performed > server.max_uses:
+        elif server.max_uses is not None and self._sent() > server.max_uses:
             search.error = "max_uses_exceeded"
         else:
             try:
@@ -264,11 +269,17 @@ class Tools:
             except SearchError as exc:
                 search.error = "unavailable"
                 return self._error(f"{search.error}: {exc}")
+            search.done = True
             search.results = [r for r in found if server.admits(r.url)]
             for result in search.results:
                 self.sources.setdefault(result.url, result.title)
             return orjson.dumps({"results": [r.as_dict() for r in search.results]}).decode()
         return self._error(search.error)
+
+    def _sent(self) -> int:
+        """Searches sent to the backend so far (this one included)."""
+        unsent = ("max_uses_exceeded", "invalid_tool_input")
+        return sum(1 for search in self.searches if search.error not in unsent)
 
     async def _crawl(self, url) -> str:
         if not settings.WEB_SEARCH_CRAWL:
@@ -381,6 +392,8 @@ async def run(
     tools = Tools(backend, server)
     messages = list(body["messages"])
     total = Usage()
+    answered: list[dict] = []  # each answered round's tokens and cost
+    search_price = await CONFIG.price_for(SEARCH_PRICE_MODEL)
     rounds = settings.WEB_SEARCH_MAX_ROUNDS
     sink = None
     if stream:
@@ -406,10 +419,13 @@ async def run(
                 # the rounds before this one were answered and the provider bills them, and
                 # so is what a cut or abandoned stream produced: so do we
                 _merge(record, round_record, total)
+                if round_record.usage is not None:  # a stream cut or abandoned: billed
+                    answered.append(_round_cost(ctx, round_record))
                 if sink is not None and isinstance(exc, RelayError):
                     await sink.fail(exc.message)
                 raise
             _merge(record, round_record, total)
+            answered.append(_round_cost(ctx, round_record))
             if sink is not None:
                 if sink.failed or round_record.status_code >= 400:  # told the client in-stream
                     record.status_code = max(round_record.status_code, 502)
@@ -466,11 +482,56 @@ async def run(
     finally:
         if sink is not None:
             sink.stop()
+        _bill(ctx, record, answered, tools, search_price)
 
 
-def loop(body: dict, make_call: Callable[[dict], Call], backend: SearchBackend, stream: bool, **options):
-    """The ``Call.run`` of a request the loop answers (``options``: see :func:`run`)."""
-    return functools.partial(run, body=body, make_call=make_call, backend=backend, stream=stream, **options)
+def _round_cost(ctx: Context, round_record: UsageRecord) -> dict:
+    usage = round_record.usage or Usage()
+    cost = token_cost(
+        round_record.price,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        multiplier=ctx.key.multiplier if ctx.key is not None else PPM,
+    )
+    return {
+        "model": round_record.model_billed,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "cost": cost,
+    }
+
+
+def _bill(ctx: Context, record: UsageRecord, answered: list[dict], tools: Tools, price) -> None:
+    """The request's one usage record: its rounds, and its searches at the per-request
+    price of the ``web_search`` model (with the key's multiplier)."""
+    multiplier = ctx.key.multiplier if ctx.key is not None else PPM
+    searches = tools.performed
+    record.rounds = max(len(answered), 1)
+    record.extra_cost = (
+        token_cost(price, prompt_tokens=0, completion_tokens=0, requests=searches, multiplier=multiplier)
+        if searches
+        else 0
+    )
+    record.breakdown = {
+        "rounds": answered,
+        "searches": [{"query": s.query, "results": len(s.results), "error": s.error} for s in tools.searches],
+        "searches_billed": searches,
+        "search_price": price.per_request if price is not None else 0,
+        "search_cost": record.extra_cost,
+    }
+
+
+def attach(
+    call: Call, body: dict, make_call: Callable[[dict], Call], backend: SearchBackend, stream: bool, **options
+) -> None:
+    """Make ``call`` a request the loop answers (``options``: see :func:`run`); its
+    reservation covers every round the loop may take."""
+    call.run = functools.partial(
+        run, body=body, make_call=make_call, backend=backend, stream=stream, **options
+    )
+    call.rounds = settings.WEB_SEARCH_MAX_ROUNDS + 1
 
 
 def _function_call(call: dict) -> dict:

@@ -36,6 +36,26 @@ KNOWN_MODELS = {
     "claude-3-5-sonnet-latest": (Model.Type.CHAT, "3.00", "15.00", "0.30"),
 }
 DEFAULT_MODELS = "gpt-4o-mini,gpt-4o,gpt-3.5-turbo-instruct,text-embedding-3-small"
+WEB_SEARCH_MODEL = "web_search"  # relay.tools.web_search.SEARCH_PRICE_MODEL
+WEB_SEARCH_PRICE = "0.005"  # $ per search the gateway runs ($5 per 1,000, as search APIs charge)
+
+
+def web_search_price(stdout) -> None:
+    """The price of one web search run by the gateway: the ``per_request`` price of a model
+    named ``web_search`` (no routes: it is never served), edited like any other price."""
+    model, created = Model.objects.get_or_create(
+        slug=WEB_SEARCH_MODEL,
+        defaults={"type": Model.Type.CHAT, "display_name": "Web search (price per search)"},
+    )
+    if not ModelPrice.objects.filter(model=model).exists():
+        ModelPrice.objects.create(
+            model=model,
+            per_request=to_nanos(WEB_SEARCH_PRICE),
+            effective_from=timezone.now(),
+            note="bootstrap default: one web search",
+        )
+    if created:
+        stdout.write(f"created model {WEB_SEARCH_MODEL!r}: ${WEB_SEARCH_PRICE} per web search")
 
 
 class Command(BaseCommand):
@@ -60,6 +80,7 @@ class Command(BaseCommand):
             provider = self._provider(upstream_url, options["upstream_key"], options["upstream_type"])
             for slug in models:
                 self._model(provider, slug)
+            web_search_price(self.stdout)
             issued = key_services.api_key_create(user=demo, name=f"demo {timezone.now():%Y-%m-%d %H:%M}")
         self.stdout.write(f"demo user 'demo' has {APIKey.objects.filter(user=demo).count()} key(s)")
         self.stdout.write(f"DEMO_API_KEY={issued.plain}")
