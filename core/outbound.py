@@ -132,6 +132,7 @@ async def fetch(
     method: str = "GET",
     headers: dict[str, str] | None = None,
     params: dict[str, str] | None = None,
+    data: bytes | None = None,
     timeout: float | None = None,
     max_bytes: int | None = None,
     trusted: Iterable[str] = (),
@@ -155,7 +156,9 @@ async def fetch(
             for _ in range(settings.OUTBOUND_MAX_REDIRECTS + 1):
                 check_url(current, allowed)
                 try:
-                    response = await session.request(method, current, headers=headers, allow_redirects=False)
+                    response = await session.request(
+                        method, current, headers=headers, data=data, allow_redirects=False
+                    )
                 except aiohttp.ClientConnectorError as exc:
                     if isinstance(exc.os_error, OutboundRefused):
                         raise exc.os_error from None
@@ -164,8 +167,8 @@ async def fetch(
                     location = response.headers.get("Location")
                     if response.status in (301, 302, 303, 307, 308) and location:
                         current = current.join(URL(location))
-                        if response.status == 303:
-                            method = "GET"
+                        if response.status in (301, 302, 303) and method != "GET":
+                            method, data = "GET", None  # as browsers do; 307/308 resend the body
                         continue
                     body = await response.content.read(limit + 1)
                     return FetchResult(

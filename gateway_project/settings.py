@@ -108,8 +108,12 @@ try:
     OUTBOUND_TIMEOUT = get_int("OUTBOUND_TIMEOUT", 10, minimum=1)
     OUTBOUND_MAX_REDIRECTS = get_int("OUTBOUND_MAX_REDIRECTS", 5, minimum=0)
     # web search run by the gateway ("web_search": true; relay/tools/web_search.py)
-    WEB_SEARCH_BACKEND = get_choice("WEB_SEARCH_BACKEND", "searxng", ("searxng",))
-    WEB_SEARCH_URL = get_str("WEB_SEARCH_URL", "")
+    WEB_SEARCH_BACKEND = get_choice(
+        "WEB_SEARCH_BACKEND", "searxng", ("searxng", "brave", "tavily", "serper", "google", "exa")
+    )
+    WEB_SEARCH_URL = get_str("WEB_SEARCH_URL", "")  # empty: the hosted backend's public API
+    WEB_SEARCH_API_KEY = get_str("WEB_SEARCH_API_KEY", "")
+    WEB_SEARCH_ENGINE_ID = get_str("WEB_SEARCH_ENGINE_ID", "")  # Google Programmable Search's cx
     WEB_SEARCH_MAX_RESULTS = get_int("WEB_SEARCH_MAX_RESULTS", 5, minimum=1)
     WEB_SEARCH_MAX_CHARS = get_int("WEB_SEARCH_MAX_CHARS", 4000, minimum=100)
     WEB_SEARCH_MAX_ROUNDS = get_int("WEB_SEARCH_MAX_ROUNDS", 5, minimum=1)
