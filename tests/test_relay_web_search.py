@@ -111,6 +111,8 @@ def test_two_rounds_with_news_and_crawler_text(client, fake, searxng, settings):
     crawled = json.loads(fake.requests[2]["json"]["messages"][-1]["content"])
     assert "Guido van Rossum" in crawled["content"] and "<" not in crawled["content"]
     assert "var x" not in crawled["content"]  # scripts dropped
+    # the main text only (trafilatura): no navigation, no footer
+    assert "Site menu" not in crawled["content"] and "Copyright footer" not in crawled["content"]
     prompt, completion_tokens = upstream_sum(fake)
     assert completion.usage.total_tokens == prompt + completion_tokens
     log = wait_usage(rid)

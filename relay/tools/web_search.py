@@ -16,7 +16,6 @@ import asyncio
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -167,47 +166,15 @@ def _tool_name(tool) -> str | None:
 # --- page text -----------------------------------------------------------------------
 
 
-class _Text(HTMLParser):
-    SKIP = {"script", "style", "noscript", "template", "svg", "head"}
-    BLOCK = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "section", "article"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
-        self.title = ""
-        self._in_title = False
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "title":
-            self._in_title = True
-        if tag in self.SKIP:
-            self.skipping += 1
-        elif tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag == "title":
-            self._in_title = False
-        if tag in self.SKIP and self.skipping:
-            self.skipping -= 1
-        elif tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title += data
-        if not self.skipping:
-            self.parts.append(data)
-
-
 def html_to_text(html: str) -> tuple[str, str]:
-    """(title, text) of an HTML page: scripts, styles and markup dropped, whitespace folded."""
-    parser = _Text()
-    parser.feed(html)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return " ".join(parser.title.split()), "\n".join(line for line in lines if line)
+    """(title, main text) of an HTML page by trafilatura: navigation, boilerplate, scripts
+    and markup dropped; its baseline extractor when the main-content one finds nothing."""
+    import trafilatura  # half a second of imports (lxml...): paid on the first crawl only
+
+    doc = trafilatura.bare_extraction(html, with_metadata=True, favor_recall=True, include_comments=False)
+    title = (getattr(doc, "title", None) or "") if doc is not None else ""
+    text = (getattr(doc, "text", None) or "") if doc is not None else ""
+    return " ".join(title.split()), text or trafilatura.html2txt(html)
 
 
 # --- running the tools -------------------------------------------------------------------
@@ -298,7 +265,12 @@ class Tools:
         text = page.body.decode("utf-8", errors="replace")
         title = ""
         if kind in ("text/html", "application/xhtml+xml", ""):
-            title, text = html_to_text(text)
+            try:  # lxml work off the event loop, capped in time like the fetch
+                title, text = await asyncio.wait_for(
+                    asyncio.to_thread(html_to_text, text), settings.WEB_SEARCH_TIMEOUT
+                )
+            except TimeoutError:
+                return self._error("the page took too long to read")
         elif not kind.startswith("text/") and kind not in ("application/json", "application/xml"):
             return self._error(f"the page is not text ({kind})")
         self.sources.setdefault(page.url, title or page.url)
