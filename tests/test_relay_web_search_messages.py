@@ -151,3 +151,22 @@ def test_server_tool_is_passed_through_to_an_anthropic_upstream(gateway, world, 
     assert message.content[0].type == "text"
     assert fake.requests[0]["json"]["tools"] == [SERVER_TOOL]
     assert not searxng.requests
+
+
+def test_web_search_true_over_an_anthropic_upstream(gateway, world, fake, searxng):  # noqa: F811
+    """The loop runs over the Anthropic-type route too (through its chat translation): the
+    gateway's tools are sent as Anthropic tools, the field itself never is."""
+    world.route(world.provider(fake, type="anthropic"), MODEL)
+    key = world.key(world.user("ivan"))
+    client = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0, timeout=20)
+    page = searxng.page_url("python")
+    search = {"tool_call": {"name": "search", "arguments": {"query": "python"}}}
+    fake.script(search, {"reply": f"See {page}."})
+    message, _ = create(client, extra_body={"web_search": True})
+    assert [b.type for b in message.content] == ["text"] and message.content[0].text == f"See {page}."
+    first, second = (r["json"] for r in fake.requests)
+    assert [r["path"] for r in fake.requests] == ["/v1/messages"] * 2
+    assert [t["name"] for t in first["tools"]] == ["search", "news", "crawler"]
+    assert "web_search" not in first and "web_search" not in second
+    assert second["messages"][-1]["content"][0]["type"] == "tool_result"
+    assert message.usage.output_tokens == sum(r["usage"]["output_tokens"] for r in fake.requests)

@@ -11,7 +11,7 @@ from ..config import Route
 from ..errors import RelayError
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
-from ..openapi import OPEN, ref
+from ..openapi import OPEN, WEB_SEARCH_FIELD, ref
 from ..protocols.openai import OPENAI, check_chat, include_usage
 from ..tools import web_search
 from . import Doc, Endpoint
@@ -143,6 +143,7 @@ SCHEMAS: dict[str, dict] = {
             "model": {"type": "string", "example": "gpt-4o-mini"},
             "messages": {"type": "array", "minItems": 1, "items": ref("ChatMessage")},
             "stream": {"type": "boolean", "default": False},
+            "web_search": WEB_SEARCH_FIELD,
             "stream_options": {
                 "type": "object",
                 "nullable": True,

@@ -18,7 +18,7 @@ from ..config import Route
 from ..errors import RelayError
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
-from ..openapi import OPEN, ref
+from ..openapi import OPEN, WEB_SEARCH_FIELD, ref
 from ..protocols.openai import OPENAI, check_embedding_input, check_stop, include_usage
 from ..tools import web_search
 from . import Doc, Endpoint
@@ -169,6 +169,7 @@ SCHEMAS: dict[str, dict] = {
             "model": {"type": "string", "example": "gpt-3.5-turbo-instruct"},
             "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
             "stream": {"type": "boolean", "default": False},
+            "web_search": WEB_SEARCH_FIELD,
             "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
         },
     },

@@ -26,7 +26,7 @@ from .. import tokens
 from ..config import Route
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
-from ..openapi import OPEN
+from ..openapi import OPEN, WEB_SEARCH_FIELD
 from ..protocols.anthropic import ANTHROPIC, check_messages
 from ..tools import anthropic_search, web_search
 from . import Doc, Endpoint
@@ -234,6 +234,7 @@ SCHEMAS: dict[str, dict] = {
                 },
             },
             "stream": {"type": "boolean", "default": False},
+            "web_search": WEB_SEARCH_FIELD,
             "tools": {"type": "array", "items": OPEN},
         },
     },
