@@ -389,3 +389,25 @@ def test_completions_web_search_wraps_the_prompt_as_chat(client, fake, searxng):
     assert all(c.object == "text_completion" for c in chunks)
     later = fake.requests[2:]
     assert chunks[-1].usage.completion_tokens == sum(r["usage"]["completion_tokens"] for r in later)
+
+
+def test_search_backend_stopped_or_stalled_the_answer_still_comes(client, fake, searxng, settings):
+    """Failure policy: a backend that is not running (its port closed) or answers after
+    WEB_SEARCH_TIMEOUT gives the model an error tool result; the client gets an answer."""
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    settings.WEB_SEARCH_URL = f"http://127.0.0.1:{closed}"
+    fake.script(SEARCH, {"reply": "Without results: {tool_result}"})
+    completion, _ = ask(client)
+    assert "could not be reached" in completion.choices[0].message.content
+    settings.WEB_SEARCH_URL = searxng.url
+    settings.WEB_SEARCH_TIMEOUT = 1
+    searxng.script({"stall": 3})
+    fake.script(SEARCH, {"reply": "Without results: {tool_result}"})
+    started = time.monotonic()
+    completion, _ = ask(client)
+    assert "could not be reached (TimeoutError)" in completion.choices[0].message.content
+    assert time.monotonic() - started < 3
