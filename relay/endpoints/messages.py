@@ -54,10 +54,8 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
     check_messages(body)
     stream = record.stream = stream_flag(body)
     info, routes = await resolve(ctx, model, Capability.MESSAGES, Capability.CHAT, what="messages")
-    if server is not None:
-        native = [r for r in routes if get_adapter(r.provider_type).supports(Capability.MESSAGES)]
-        if native:  # Anthropic runs its own server tool: passed through to those routes
-            routes, server = native, None
+    if server is not None and any(get_adapter(r.provider_type).supports(Capability.MESSAGES) for r in routes):
+        server = None  # Anthropic runs its own server tool: passed through as sent
     record.price = info.price
     beta = ctx.header(b"anthropic-beta")
     reasoning = wants_thinking(body) and info.reasoning  # ask a reasoning model for it

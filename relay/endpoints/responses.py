@@ -239,11 +239,10 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         passthrough["max_output_tokens"] = info.max_output_tokens
     searches = responses_search.wanted(body)
     backend = None
-    if searches:
-        if any(native(r) for r in routes):  # the provider runs its own web search
-            routes = [r for r in routes if native(r)]
-        else:
-            backend = configured_backend()  # None: dropped and named, like any built-in tool
+    if searches and not any(native(r) for r in routes):
+        # no route runs its own web search (native ones get the tool passed through, and a
+        # failover from them to a translated one drops it, as any built-in tool)
+        backend = configured_backend()  # None: dropped and named, like any built-in tool
     any_translated = any(not native(r) for r in routes)
     plan = _translate(body, history, info.reasoning) if any_translated else None
     chat = plan.chat if plan is not None else {}

@@ -163,7 +163,9 @@ class ChatStreamSink:
             self._last_write = time.monotonic()
 
     async def _ping(self) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
+        # cancelled when the loop ends; a client gone mid-write ends it too (the loop's own
+        # write or the disconnect watcher reports that)
+        with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError):
             while True:
                 wait = self._last_write + self.keepalive - time.monotonic()
                 if wait > 0:
