@@ -170,3 +170,12 @@ def test_web_search_true_over_an_anthropic_upstream(gateway, world, fake, searxn
     assert "web_search" not in first and "web_search" not in second
     assert second["messages"][-1]["content"][0]["type"] == "tool_result"
     assert message.usage.output_tokens == sum(r["usage"]["output_tokens"] for r in fake.requests)
+
+
+def test_server_tool_without_a_search_backend_is_dropped_as_before(client, fake, settings):
+    settings.WEB_SEARCH_URL = ""
+    message, _ = create(client, tools=[SERVER_TOOL])
+    assert [b.type for b in message.content] == ["text"]
+    assert "tools" not in fake.requests[0]["json"]
+    with pytest.raises(anthropic.BadRequestError, match="not configured"):
+        create(client, extra_body={"web_search": True})  # asked for explicitly: refused

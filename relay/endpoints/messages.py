@@ -21,6 +21,7 @@ from providers.formats.anthropic_messages import (
 )
 from providers.formats.anthropic_messages import usage_from_anthropic as anthropic_usage
 from providers.registry import get_adapter
+from providers.search import configured_backend
 
 from .. import tokens
 from ..config import Route
@@ -56,6 +57,8 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
     info, routes = await resolve(ctx, model, Capability.MESSAGES, Capability.CHAT, what="messages")
     if server is not None and any(get_adapter(r.provider_type).supports(Capability.MESSAGES) for r in routes):
         server = None  # Anthropic runs its own server tool: passed through as sent
+    if server is not None and configured_backend() is None:
+        server = None  # no search here: dropped by the translation, as any server tool
     record.price = info.price
     beta = ctx.header(b"anthropic-beta")
     reasoning = wants_thinking(body) and info.reasoning  # ask a reasoning model for it
