@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 
 from billing.models import BillingRecord, ModelPrice, UsageLog
-from core.money import to_nanos
+from core.money import from_nanos, to_nanos
 from tests import factories
 from tests.conftest import wait_usage
 from tests.test_relay_web_search import SEARCH, _searxng_session, searxng  # noqa: F401
@@ -73,6 +73,14 @@ def test_balance_change_is_every_round_plus_every_search(priced, fake, searxng):
     assert sum(r["cost"] for r in breakdown["rounds"]) == token_cost(fake.requests)
     assert [s["query"] for s in breakdown["searches"]] == ["python", "python", "python language"]
     assert breakdown["searches_billed"] == 3 and breakdown["search_cost"] == 3 * SEARCH_PRICE
+    # the user sees the same list in their usage logs, amounts as decimal strings
+    from tests.api.conftest import client_for
+
+    (shown,) = client_for(user).get("/api/me/usage/").json()["results"]
+    assert shown["breakdown"]["search_cost"] == "0.030000000"
+    assert [r["cost"] for r in shown["breakdown"]["rounds"]] == [
+        str(from_nanos(r["cost"])) for r in breakdown["rounds"]
+    ]
 
 
 def test_a_failed_search_is_not_billed(priced, fake, searxng):  # noqa: F811
