@@ -125,8 +125,37 @@ def _own_key_filter(request, filters: dict) -> dict:
 # --- output serializers ----------------------------------------------------------------------
 
 
+_MONEY = MoneyField()
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "Requests answered by several upstream calls (the gateway's web search): "
+        "`rounds` (model, prompt/completion/cached tokens, cost of each), `searches` (query, results, "
+        "error), `searches_billed`, `search_price`, `search_cost`. Empty for other requests.",
+        "additionalProperties": True,
+    }
+)
+class BreakdownField(serializers.Field):
+    """The usage log's breakdown with its amounts as decimal strings, like every cost."""
+
+    def to_representation(self, value):
+        if not value:
+            return {}
+        out = dict(value)
+        out["rounds"] = [
+            {**r, "cost": _MONEY.to_representation(r.get("cost", 0))} for r in value.get("rounds", ())
+        ]
+        for name in ("search_price", "search_cost"):
+            if name in out:
+                out[name] = _MONEY.to_representation(out[name])
+        return out
+
+
 class UsageLogSerializer(serializers.ModelSerializer):
     cost = MoneyField(read_only=True)
+    breakdown = BreakdownField(read_only=True)
 
     class Meta:
         model = UsageLog
@@ -151,6 +180,7 @@ class UsageLogSerializer(serializers.ModelSerializer):
             "latency_ms",
             "ttft_ms",
             "client_disconnected",
+            "breakdown",
         ]
         read_only_fields = fields
 

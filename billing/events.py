@@ -48,6 +48,8 @@ class UsageEvent:
     client_disconnected: bool
     # [quota id, period start, settle kind] of each quota the request counts in
     quotas: list = field(default_factory=list)
+    # requests answered by several upstream calls (web search): rounds, searches, costs
+    breakdown: dict = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:

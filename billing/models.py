@@ -84,6 +84,12 @@ class UsageLog(models.Model):
     request_bytes = models.PositiveIntegerField(default=0)
     response_bytes = models.PositiveIntegerField(default=0)
     client_disconnected = models.BooleanField(default=False)
+    breakdown = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="A request answered by several upstream calls (the gateway's web search): "
+        "each round's tokens and cost, each search and its price.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -31,6 +31,7 @@ _LOG_FIELDS = (
     "request_type", "endpoint", "model_requested", "model_upstream", "model_billed", "providers_tried",
     "stream", "prompt_tokens", "completion_tokens", "cached_tokens", "usage_estimated", "cost", "status_code",
     "error", "latency_ms", "ttft_ms", "client_ip", "request_bytes", "response_bytes", "client_disconnected",
+    "breakdown",
 )  # fmt: skip
 
 

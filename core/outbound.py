@@ -175,7 +175,7 @@ async def fetch(
                     if response.status in (301, 302, 303, 307, 308) and location:
                         current = current.join(URL(location))
                         if response.status in (301, 302, 303) and method != "GET":
-                            method, data = "GET", None
+                            method, data = "GET", None  # as browsers do; 307/308 resend the body
                         continue
                     body = await response.content.read(limit + 1)
                     return FetchResult(

@@ -124,13 +124,20 @@ try:
     OUTBOUND_TIMEOUT = get_int("OUTBOUND_TIMEOUT", 10, minimum=1)
     OUTBOUND_MAX_REDIRECTS = get_int("OUTBOUND_MAX_REDIRECTS", 5, minimum=0)
     # web search run by the gateway ("web_search": true; relay/tools/web_search.py)
-    WEB_SEARCH_BACKEND = get_choice("WEB_SEARCH_BACKEND", "searxng", ("searxng",))
-    WEB_SEARCH_URL = get_str("WEB_SEARCH_URL", "")
+    WEB_SEARCH_BACKEND = get_choice(
+        "WEB_SEARCH_BACKEND", "searxng", ("searxng", "brave", "tavily", "serper", "google", "exa")
+    )
+    WEB_SEARCH_URL = get_str("WEB_SEARCH_URL", "")  # empty: the hosted backend's public API
+    WEB_SEARCH_API_KEY = get_str("WEB_SEARCH_API_KEY", "")
+    WEB_SEARCH_ENGINE_ID = get_str("WEB_SEARCH_ENGINE_ID", "")  # Google Programmable Search's cx
     WEB_SEARCH_MAX_RESULTS = get_int("WEB_SEARCH_MAX_RESULTS", 5, minimum=1)
     WEB_SEARCH_MAX_CHARS = get_int("WEB_SEARCH_MAX_CHARS", 4000, minimum=100)
     WEB_SEARCH_MAX_ROUNDS = get_int("WEB_SEARCH_MAX_ROUNDS", 5, minimum=1)
     WEB_SEARCH_TIMEOUT = get_int("WEB_SEARCH_TIMEOUT", 10, minimum=1)
     WEB_SEARCH_CRAWL = get_bool("WEB_SEARCH_CRAWL", True)
+    # seconds without a byte on a streamed web-search answer before an SSE comment (or an
+    # Anthropic ping) keeps the client's connection alive while the gateway searches
+    WEB_SEARCH_KEEPALIVE = get_int("WEB_SEARCH_KEEPALIVE", 10, minimum=1)
     BILLING_CURRENCY = get_str("BILLING_CURRENCY", "USD")
     # GET /metrics (Prometheus): a scraper sends this bearer token, or connects from one of
     # these networks; with neither set the metrics are refused

@@ -52,6 +52,12 @@ class UsageRecord:
     price: Price | None = None
     cut_upstream: bool = False  # the gateway ended the upstream stream itself
     charge_on_failure: bool = False  # a failure after upstream calls that were answered (and billed)
+    # a request answered by several upstream calls (the gateway's web-search loop): how many
+    # were answered, what its searches cost (nanos, the key's multiplier applied), and the
+    # usage log's list of rounds and searches with their costs
+    rounds: int = 1
+    extra_cost: int = 0
+    breakdown: dict = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -74,6 +80,7 @@ class Call:
     # a request answered by several upstream calls (the gateway's web-search loop): runs
     # instead of one forward, with the forwarder, and fills the record with their sum
     run: Callable[[Forwarder, Context, list[Route], UsageRecord], Awaitable[None]] | None = None
+    rounds: int = 1  # the most upstream calls ``run`` may make: the reservation covers them all
 
 
 def target_for(route: Route) -> Target:

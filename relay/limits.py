@@ -191,6 +191,17 @@ def build_plan(
     )
 
 
+def scale_plan(plan: Plan, rounds: int) -> Plan:
+    """A reservation for a request answered by up to ``rounds`` upstream calls (the
+    gateway's web-search loop): every token and cost estimate times ``rounds``."""
+    for check in plan.checks:
+        if check.settle in ("tokens", "cost"):
+            check.amount *= rounds
+    plan.est_tokens *= rounds
+    plan.est_cost *= rounds
+    return plan
+
+
 _MESSAGES = {
     "rpm": "Rate limit reached: this key may make {limit} requests per minute.",
     "user_rpm": "Rate limit reached: this account may make {limit} requests per minute.",

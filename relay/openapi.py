@@ -82,3 +82,12 @@ def schemas(modules, protocols) -> dict:
     for holder in (*protocols, *modules):
         out.update(getattr(holder, "SCHEMAS", {}))
     return out
+
+
+# the non-standard request field of chat completions, completions and messages
+WEB_SEARCH_FIELD = {
+    "type": "boolean",
+    "default": False,
+    "description": "Gateway extension (never forwarded): the gateway searches the web for the model "
+    "and cites the pages it used (docs/web-search.md).",
+}

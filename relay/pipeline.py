@@ -20,7 +20,7 @@ from .endpoints import Endpoint
 from .errors import RelayError
 from .forward import Forwarder, UsageRecord
 from .http import ClientGone, Context
-from .limits import build_plan, refusal_error
+from .limits import build_plan, refusal_error, scale_plan
 
 logger = logging.getLogger("relay")
 STORE_RETRY_AFTER = b"2"
@@ -59,18 +59,21 @@ class Pipeline:
                 price=record.price,
                 model_max=call.model_max,
             )
+            if call.rounds > 1:  # a gateway tool loop: reserve for every round it may take
+                wanted = scale_plan(wanted, call.rounds)
             refusal = await self._reserve(wanted)
             if refusal is not None:
                 raise refusal_error(refusal, ctx.key)
             plan = wanted  # reserved: from here on, the finish settles it
+            if call.run is not None:  # several upstream calls (the gateway's tool loop)
+                work = call.run(self.forwarder, ctx, routes, record)
+            else:
+                work = self.forwarder.forward(ctx, call, routes, record)
             if call.stream:
                 # streams watch for the client leaving, to cancel the upstream at once
-                task = asyncio.ensure_future(self.forwarder.forward(ctx, call, routes, record))
-                await self._until_done_or_gone(ctx, task, record)
-            elif call.run is not None:
-                await call.run(self.forwarder, ctx, routes, record)
+                await self._until_done_or_gone(ctx, asyncio.ensure_future(work), record)
             else:
-                await self.forwarder.forward(ctx, call, routes, record)
+                await work
         except RelayError as exc:
             record.status_code = exc.status
             record.error = exc.message
@@ -157,7 +160,10 @@ def usage_event(ctx: Context, record: UsageRecord) -> UsageEvent:
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
             multiplier=key.multiplier,
+            requests=record.rounds,  # a per-request model price counts every upstream call
         )
+    if key is not None and billable:
+        cost += record.extra_cost  # the gateway's own tools (web searches), priced by the loop
     return UsageEvent(
         request_id=ctx.request_id,
         ts=ctx.started_wall,
@@ -185,4 +191,5 @@ def usage_event(ctx: Context, record: UsageRecord) -> UsageEvent:
         request_bytes=ctx.request_bytes,
         response_bytes=ctx.response_bytes,
         client_disconnected=record.client_disconnected,
+        breakdown=record.breakdown,
     )

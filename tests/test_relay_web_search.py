@@ -5,7 +5,9 @@ tools, and the fake SearXNG (both on loopback)."""
 from __future__ import annotations
 
 import json
+import time
 
+import httpx
 import openai
 import pytest
 
@@ -109,6 +111,8 @@ def test_two_rounds_with_news_and_crawler_text(client, fake, searxng, settings):
     crawled = json.loads(fake.requests[2]["json"]["messages"][-1]["content"])
     assert "Guido van Rossum" in crawled["content"] and "<" not in crawled["content"]
     assert "var x" not in crawled["content"]  # scripts dropped
+    # the main text only (trafilatura): no navigation, no footer
+    assert "Site menu" not in crawled["content"] and "Copyright footer" not in crawled["content"]
     prompt, completion_tokens = upstream_sum(fake)
     assert completion.usage.total_tokens == prompt + completion_tokens
     log = wait_usage(rid)
@@ -192,11 +196,11 @@ def test_backend_down_gives_the_model_an_error_not_a_5xx(client, fake, searxng):
 
 
 def test_refusals_of_the_field(client, settings):
-    with pytest.raises(openai.BadRequestError, match="stream"):
+    with pytest.raises(openai.BadRequestError, match="one choice"):
         client.chat.completions.create(
             model="gpt-4o-mini",
             messages=[{"role": "user", "content": "hi"}],
-            stream=True,
+            n=2,
             extra_body={"web_search": True},
         )
     with pytest.raises(openai.BadRequestError, match="boolean"):
@@ -230,3 +234,180 @@ def test_a_failing_later_round_still_bills_the_rounds_the_provider_answered(clie
     assert log.status_code == 400
     assert (log.prompt_tokens, log.completion_tokens) == (first["prompt_tokens"], first["completion_tokens"])
     assert log.cost > 0
+
+
+# --- streaming ------------------------------------------------------------------------
+
+
+def ask_stream(client, content="what is python?", **extra):
+    return client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": content}],
+        stream=True,
+        extra_body={"web_search": True},
+        **extra,
+    )
+
+
+def test_stream_final_round_arrives_live_cited_with_the_usage_of_all_rounds(client, fake, searxng):
+    page = searxng.page_url("python")
+    reply = f"Python is a programming language, see {page} for more."
+    fake.script(SEARCH, {"reply": reply, "chunk_delay": 0.1})
+    text, live, chunks = "", 0, []
+    for chunk in ask_stream(client, stream_options={"include_usage": True}):
+        chunks.append(chunk)
+        if chunk.choices and chunk.choices[0].delta.content:
+            text += chunk.choices[0].delta.content
+            requests = fake.requests
+            if len(requests) == 2 and requests[1]["ended_at"] is None:
+                live += 1  # the upstream is still writing the answer
+    assert text == reply
+    assert live >= 3
+    assert not any(c.choices and c.choices[0].delta.tool_calls for c in chunks)
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.role) == 1
+    (final,) = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert final.choices[0].finish_reason == "stop"
+    (annotation,) = final.choices[0].delta.model_extra["annotations"]
+    cited = annotation["url_citation"]
+    assert annotation["type"] == "url_citation" and cited["url"] == page
+    assert text[cited["start_index"] : cited["end_index"]] == page
+    usage = chunks[-1].usage
+    prompt, completion_tokens = upstream_sum(fake)
+    assert not chunks[-1].choices
+    assert (usage.prompt_tokens, usage.completion_tokens) == (prompt, completion_tokens)
+    assert [r["json"]["stream"] for r in fake.requests] == [True, True]
+
+
+def test_stream_without_include_usage_has_no_usage_chunk(client, fake, searxng):
+    fake.script(SEARCH, {"reply": "Done."})
+    chunks = list(ask_stream(client))
+    assert all(c.usage is None for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Done."
+
+
+def test_stream_client_tool_call_ends_the_loop(client, fake, searxng):
+    fake.script({"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}})
+    chunks = list(ask_stream(client, tools=[WEATHER]))
+    calls = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or ()]
+    (call,) = calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "tool_calls"
+    ]
+    assert len(fake.requests) == 1 and not searxng.requests
+
+
+def raw_stream(gateway, key):
+    return httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "what is python?"}],
+            "stream": True,
+            "web_search": True,
+        },
+        timeout=20,
+    )
+
+
+@pytest.fixture
+def stream_key(gateway, world, fake, searxng):
+    world.route(world.provider(fake), "gpt-4o-mini")
+    return world.key(world.user("bob"))
+
+
+def test_stream_stays_alive_with_comments_while_searching(gateway, stream_key, fake, searxng, settings):
+    settings.WEB_SEARCH_KEEPALIVE = 0.2
+    searxng.script({"stall": 1.2})
+    fake.script(SEARCH, {"reply": "Found it."})
+    with raw_stream(gateway, stream_key) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line]
+    first_text = next(i for i, line in enumerate(lines) if "Found" in line)
+    pings = [i for i, line in enumerate(lines) if line == ": keep-alive"]
+    assert len(pings) >= 3 and max(pings) < first_text
+    assert lines[-1] == "data: [DONE]"
+
+
+def test_stream_disconnect_while_searching_stops_the_loop_and_bills_round_one(
+    gateway, stream_key, fake, searxng, settings
+):
+    settings.WEB_SEARCH_KEEPALIVE = 0.2
+    searxng.script({"stall": 3})
+    fake.script(SEARCH, {"reply": "never asked"})
+    with raw_stream(gateway, stream_key) as response:
+        rid = response.headers["x-request-id"]
+        for line in response.iter_lines():
+            if line == ": keep-alive":
+                break  # the gateway is searching: leave
+    log = wait_usage(rid)
+    first = fake.requests[0]["usage"]
+    assert log.status_code == 499 and log.client_disconnected
+    assert (log.prompt_tokens, log.completion_tokens) == (first["prompt_tokens"], first["completion_tokens"])
+    # 1 per 1M prompt tokens, 2 per 1M completion tokens (World's price)
+    assert log.cost == first["prompt_tokens"] * 1_000 + first["completion_tokens"] * 2_000
+    time.sleep(0.3)
+    assert len(fake.requests) == 1  # no second round after the client left
+
+
+def test_stream_failing_later_round_ends_the_stream_with_an_error(client, fake, searxng):
+    fake.script(SEARCH, {"status": 400})
+    with pytest.raises(openai.APIError):
+        list(ask_stream(client))
+    assert len(fake.requests) == 2
+
+
+# --- /v1/completions (wrapped as chat) -----------------------------------------------
+
+
+def test_completions_web_search_wraps_the_prompt_as_chat(client, fake, searxng):
+    page = searxng.page_url("python")
+    fake.script(SEARCH, {"reply": f"Python: {page}"})
+    completion = client.completions.create(
+        model="gpt-4o-mini", prompt="what is python?", extra_body={"web_search": True}
+    )
+    assert completion.object == "text_completion" and completion.choices[0].text == f"Python: {page}"
+    assert completion.choices[0].finish_reason == "stop"
+    assert [r["path"] for r in fake.requests] == ["/v1/chat/completions"] * 2
+    assert fake.requests[0]["json"]["messages"] == [{"role": "user", "content": "what is python?"}]
+    prompt, completion_tokens = upstream_sum(fake)
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (prompt, completion_tokens)
+    # streamed: text_completion chunks, the usage of both rounds when asked for
+    fake.script(SEARCH, {"reply": "Streamed answer here."})
+    chunks = list(
+        client.completions.create(
+            model="gpt-4o-mini",
+            prompt="what is python?",
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"web_search": True},
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "Streamed answer here."
+    assert all(c.object == "text_completion" for c in chunks)
+    later = fake.requests[2:]
+    assert chunks[-1].usage.completion_tokens == sum(r["usage"]["completion_tokens"] for r in later)
+
+
+def test_search_backend_stopped_or_stalled_the_answer_still_comes(client, fake, searxng, settings):
+    """Failure policy: a backend that is not running (its port closed) or answers after
+    WEB_SEARCH_TIMEOUT gives the model an error tool result; the client gets an answer."""
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    settings.WEB_SEARCH_URL = f"http://127.0.0.1:{closed}"
+    fake.script(SEARCH, {"reply": "Without results: {tool_result}"})
+    completion, _ = ask(client)
+    assert "could not be reached" in completion.choices[0].message.content
+    settings.WEB_SEARCH_URL = searxng.url
+    settings.WEB_SEARCH_TIMEOUT = 1
+    searxng.script({"stall": 3})
+    fake.script(SEARCH, {"reply": "Without results: {tool_result}"})
+    started = time.monotonic()
+    completion, _ = ask(client)
+    assert "could not be reached (TimeoutError)" in completion.choices[0].message.content
+    assert time.monotonic() - started < 3

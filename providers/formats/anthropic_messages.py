@@ -528,6 +528,7 @@ class ChatStreamToMessages(ChatChunkReader):
         self._held = ""  # text that may be the start of a stop sequence
         self._blocks_done = False
         self._shown: list[str] = []  # text sent, for a local output count
+        self.usage_extra: dict = {}  # merged into message_delta's usage (e.g. server_tool_use)
 
     # -- block helpers
     def _start(self, chunk: dict | None = None) -> bytes:
@@ -610,6 +611,24 @@ class ChatStreamToMessages(ChatChunkReader):
                     break
         self._held = buffer[len(buffer) - hold :] if hold else ""
         return self._emit_text("text", buffer[: len(buffer) - hold])
+
+    def add_blocks(self, blocks: list[dict]) -> bytes:
+        """Whole blocks made by the gateway itself (``server_tool_use``,
+        ``web_search_tool_result``): each opened with its content and closed at once."""
+        out = self._start()
+        if self._held:
+            held, self._held = self._held, ""
+            out += self._emit_text("text", held)
+        out += self._close_block()
+        for block in blocks:
+            out += self._open_block("server", block) + self._close_block()
+        return out
+
+    def cite(self, citations: list[dict]) -> bytes:
+        """``citations_delta`` events on the text block being streamed (none open: nothing)."""
+        if self._open != ("text", -1):
+            return b""
+        return b"".join(self._delta({"type": "citations_delta", "citation": c}) for c in citations)
 
     def _fail(self, message: str) -> bytes:
         self.error = {"type": "api_error", "message": message}
@@ -706,6 +725,7 @@ class ChatStreamToMessages(ChatChunkReader):
             shown = "".join(self._shown)
             counted = self.count_tokens(shown) if self.count_tokens and shown else 0
             usage = {"input_tokens": self.input_tokens, "output_tokens": counted}
+        usage.update(self.usage_extra)
         if stop_sequence is not None:
             delta = {"stop_reason": "stop_sequence", "stop_sequence": stop_sequence}
         else:

@@ -229,3 +229,95 @@ class ChatChunkWriter(StreamTranslator):
             "choices": choices,
         }
         return sse({**chunk, **extra})
+
+
+# --- chat as legacy text completions (the gateway's web-search loop on /v1/completions) ---
+
+
+def prompt_to_chat(body: dict) -> dict:
+    """A /v1/completions request as a chat request: the prompt is the user's message."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    chat = {
+        key: body[key]
+        for key in ("model", "max_tokens", "temperature", "top_p", "stop", "stream", "stream_options", "user")
+        if body.get(key) is not None
+    }
+    chat["messages"] = [{"role": "user", "content": prompt}]
+    return chat
+
+
+def chat_to_completion(data: dict, *, model: str) -> dict:
+    """A chat completion as a text completion (choice texts; annotations have no place)."""
+    choices = []
+    for choice in data.get("choices") or ():
+        message = choice.get("message") or {}
+        choices.append(
+            {
+                "index": choice.get("index", 0),
+                "text": message.get("content") or "",
+                "logprobs": None,
+                "finish_reason": choice.get("finish_reason"),
+            }
+        )
+    out = {
+        "id": data.get("id") or f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": data.get("created") or int(time.time()),
+        "model": model,
+        "choices": choices,
+    }
+    if isinstance(data.get("usage"), dict):
+        out["usage"] = data["usage"]
+    return out
+
+
+class ChatStreamToCompletions(ChatChunkReader):
+    """OpenAI chat.completion.chunk SSE -> legacy text_completion SSE chunks."""
+
+    def __init__(self, *, model: str, include_usage: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.include_usage = include_usage
+
+    def _chunk(self, chunk: dict) -> bytes:
+        if "error" in chunk and not chunk.get("choices"):
+            self.error = chunk["error"]
+            self.finished = True
+            return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        choices = []
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or ""
+            if text:
+                self.collect(text)
+            if choice.get("finish_reason"):
+                self._finish_reason = choice["finish_reason"]
+            if text or choice.get("finish_reason"):
+                choices.append(
+                    {
+                        "index": choice.get("index", 0),
+                        "text": text,
+                        "logprobs": None,
+                        "finish_reason": choice.get("finish_reason"),
+                    }
+                )
+        out: dict[str, Any] = {
+            "id": chunk.get("id", ""),
+            "object": "text_completion",
+            "created": chunk.get("created", 0),
+            "model": self.model,
+            "choices": choices,
+        }
+        if chunk.get("usage"):
+            self.usage = usage_from_openai(chunk["usage"])
+            if self.include_usage:
+                out["usage"] = chunk["usage"]
+        if not choices and "usage" not in out:
+            return b""
+        return b"data: " + orjson.dumps(out) + b"\n\n"
+
+    def _finish(self) -> bytes:
+        self.finished = True
+        return b"data: [DONE]\n\n"

@@ -770,6 +770,7 @@ class ChatStreamToResponses(ChatChunkReader):
         self._finish_reason: str | None = None
         self._raw_usage: dict | None = None
         self._shown: list[str] = []
+        self._annotations: list[dict] = []  # of the open output_text part
 
     # -- events
     def _event(self, kind: str, **fields: Any) -> bytes:
@@ -894,6 +895,36 @@ class ChatStreamToResponses(ChatChunkReader):
             **extra,
         )
 
+    def add_items(self, items: list[dict]) -> bytes:
+        """Whole output items made by the gateway itself (``web_search_call``): the open
+        message is closed first (text after them goes to a new message item)."""
+        out = self._start() + self._close_reasoning() + self._close_message()
+        for item in items:
+            index, added = self._add(item)
+            out += added + self._done(index)
+        return out
+
+    def cite(self, annotate: Callable[[str], list[dict]]) -> bytes:
+        """``response.output_text.annotation.added`` events for the open output_text part
+        (``annotate``: its text -> annotations); they are kept in the part when it closes."""
+        if self._message is None or not self._parts or self._parts[-1].get("closed"):
+            return b""
+        if self._parts[-1]["type"] != "output_text":
+            return b""
+        item = self._items[self._message]
+        out = b""
+        for annotation in annotate("".join(self._part_text)):
+            out += self._event(
+                "response.output_text.annotation.added",
+                item_id=item["id"],
+                output_index=self._message,
+                content_index=len(self._parts) - 1,
+                annotation_index=len(self._annotations),
+                annotation=annotation,
+            )
+            self._annotations.append(annotation)
+        return out
+
     def _close_part(self) -> bytes:
         if not self._parts or self._parts[-1].get("closed"):
             return b""
@@ -905,6 +936,7 @@ class ChatStreamToResponses(ChatChunkReader):
         where = {"item_id": item["id"], "output_index": self._message, "content_index": index}
         if part["type"] == "output_text":
             final = _text_part(text)
+            final["annotations"], self._annotations = self._annotations, []
             out = self._event("response.output_text.done", **where, text=text, logprobs=[])
         else:
             final = {"type": "refusal", "refusal": text}

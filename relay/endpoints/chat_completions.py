@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-
 import orjson
 
 from providers.base import Adapter, Capability, Usage
-from providers.search import configured_backend
 
 from .. import tokens
 from ..config import Route
 from ..errors import RelayError
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
-from ..openapi import OPEN, ref
+from ..openapi import OPEN, WEB_SEARCH_FIELD, ref
 from ..protocols.openai import OPENAI, check_chat, include_usage
 from ..tools import web_search
 from . import Doc, Endpoint
@@ -37,64 +34,62 @@ def unsupported_for(body: dict):
     return check
 
 
-def web_search_flag(body: dict) -> bool:
-    """The non-standard ``web_search`` field: read and removed, never forwarded upstream."""
-    value = body.pop("web_search", None)
-    if value is None or value is False:
-        return False
-    if value is not True:
-        raise RelayError(400, "'web_search' must be a boolean.", param="web_search")
-    return True
+def chat_call(
+    request: dict, *, model: str, stream: bool, include_usage: bool, model_max: int | None = None
+) -> Call:
+    """A chat completion request to any provider that chats, answered in chat's shapes."""
+
+    def answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
+        data, usage = adapter.chat_response(orjson.loads(payload), model=model)
+        return orjson.dumps(data), usage
+
+    return Call(
+        body=request,
+        model=model,
+        model_max=model_max,
+        stream=stream,
+        build=lambda adapter, route: adapter.chat_request(request, target_for(route), stream=stream),
+        answer=answer,
+        translator=lambda adapter: adapter.chat_stream(model=model, include_usage=include_usage),
+        count_prompt=lambda: tokens.count_chat_prompt(request),
+        unsupported=unsupported_for(request),
+    )
 
 
 async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, list[Route]]:
     body = parse_json(raw)
     model = require_model(body)
     record.model_requested = model
-    searching = web_search_flag(body)
+    searching = web_search.web_search_flag(body)
     check_chat(body)
     stream = record.stream = stream_flag(body)
     backend = None
     if searching:
-        backend = configured_backend()
-        if backend is None:
+        backend = web_search.backend_or_refuse()
+        if (body.get("n") or 1) != 1:
             raise RelayError(
                 400,
-                "Web search is not configured on this gateway.",
-                param="web_search",
-                code="web_search_off",
-            )
-        if stream:
-            raise RelayError(
-                400,
-                "'web_search' is not available with 'stream': true yet; send the request without streaming.",
-                param="web_search",
+                "'web_search' answers with one choice: 'n' must be 1.",
+                param="n",
                 code="unsupported_parameter",
             )
     with_usage = include_usage(body, stream)
     info, routes = await resolve(ctx, model, Capability.CHAT, what="chat completions")
     record.price = info.price
 
-    def answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
-        data, usage = adapter.chat_response(orjson.loads(payload), model=model)
-        return orjson.dumps(data), usage
-
     def make_call(request: dict) -> Call:
-        return Call(
-            body=request,
+        # the web-search loop sums every round's usage itself: it needs each one's
+        return chat_call(
+            request,
             model=model,
-            model_max=info.max_output_tokens,
             stream=stream,
-            build=lambda adapter, route: adapter.chat_request(request, target_for(route), stream=stream),
-            answer=answer,
-            translator=lambda adapter: adapter.chat_stream(model=model, include_usage=with_usage),
-            count_prompt=lambda: tokens.count_chat_prompt(request),
-            unsupported=unsupported_for(request),
+            include_usage=with_usage or searching,
+            model_max=info.max_output_tokens,
         )
 
     call = make_call(body)
     if backend is not None:
-        call.run = functools.partial(web_search.run, body=body, make_call=make_call, backend=backend)
+        web_search.attach(call, body, make_call, backend, stream, include_usage=with_usage)
     return call, candidates(routes, info.strategy, model)
 
 
@@ -148,6 +143,7 @@ SCHEMAS: dict[str, dict] = {
             "model": {"type": "string", "example": "gpt-4o-mini"},
             "messages": {"type": "array", "minItems": 1, "items": ref("ChatMessage")},
             "stream": {"type": "boolean", "default": False},
+            "web_search": WEB_SEARCH_FIELD,
             "stream_options": {
                 "type": "object",
                 "nullable": True,

@@ -6,16 +6,23 @@ from __future__ import annotations
 import orjson
 
 from providers.base import Adapter, Capability, Usage
-from providers.formats.openai_chat import usage_from_openai
+from providers.formats.openai_chat import (
+    ChatStreamToCompletions,
+    chat_to_completion,
+    prompt_to_chat,
+    usage_from_openai,
+)
 
 from .. import tokens
 from ..config import Route
 from ..errors import RelayError
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
-from ..openapi import OPEN, ref
+from ..openapi import OPEN, WEB_SEARCH_FIELD, ref
 from ..protocols.openai import OPENAI, check_embedding_input, check_stop, include_usage
+from ..tools import web_search
 from . import Doc, Endpoint
+from .chat_completions import chat_call
 from .common import parse_json, require_model, resolve, stream_flag
 
 
@@ -40,9 +47,12 @@ async def prepare_completion(ctx: Context, raw: bytes, record: UsageRecord) -> t
     record.model_requested = model
     if "prompt" not in body:
         raise RelayError(400, "You must provide a prompt parameter.", param="prompt")
+    searching = web_search.web_search_flag(body)
     check_stop(body)
     stream = record.stream = stream_flag(body)
     with_usage = include_usage(body, stream)
+    if searching:
+        return await _prepare_search(ctx, body, record, model=model, stream=stream, with_usage=with_usage)
     info, routes = await resolve(ctx, model, Capability.COMPLETIONS, what="text completions")
     record.price = info.price
     call = Call(
@@ -54,6 +64,41 @@ async def prepare_completion(ctx: Context, raw: bytes, record: UsageRecord) -> t
         answer=echo_model(model),
         translator=lambda adapter: adapter.chat_stream(model=model, include_usage=with_usage),
         count_prompt=lambda: tokens.count_prompt_input(body.get("prompt")),
+    )
+    return call, candidates(routes, info.strategy, model)
+
+
+async def _prepare_search(ctx: Context, body: dict, record: UsageRecord, *, model, stream, with_usage):
+    """``"web_search": true``: the prompt is wrapped as a chat request, the gateway's loop
+    runs over any provider that chats, and the answer is a text completion again."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) and not (
+        isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str)
+    ):
+        raise RelayError(400, "'web_search' needs one prompt (a string).", param="prompt")
+    if (body.get("n") or 1) != 1:
+        raise RelayError(400, "'web_search' answers with one choice: 'n' must be 1.", param="n")
+    backend = web_search.backend_or_refuse()
+    info, routes = await resolve(ctx, model, Capability.CHAT, what="text completions with web search")
+    record.price = info.price
+    chat = prompt_to_chat(body)
+
+    def make_call(request: dict) -> Call:
+        return chat_call(
+            request, model=model, stream=stream, include_usage=True, model_max=info.max_output_tokens
+        )
+
+    call = make_call(chat)
+    web_search.attach(
+        call,
+        chat,
+        make_call,
+        backend,
+        stream,
+        present=web_search.Present(
+            json=lambda data, tools: orjson.dumps(chat_to_completion(data, model=model)),
+            stream=lambda: ChatStreamToCompletions(model=model, include_usage=with_usage),
+        ),
     )
     return call, candidates(routes, info.strategy, model)
 
@@ -124,6 +169,7 @@ SCHEMAS: dict[str, dict] = {
             "model": {"type": "string", "example": "gpt-3.5-turbo-instruct"},
             "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
             "stream": {"type": "boolean", "default": False},
+            "web_search": WEB_SEARCH_FIELD,
             "max_tokens": {"type": "integer", "minimum": 1, "nullable": True},
         },
     },

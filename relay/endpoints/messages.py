@@ -21,14 +21,17 @@ from providers.formats.anthropic_messages import (
 )
 from providers.formats.anthropic_messages import usage_from_anthropic as anthropic_usage
 from providers.registry import get_adapter
+from providers.search import configured_backend
 
 from .. import tokens
 from ..config import Route
 from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
-from ..openapi import OPEN
+from ..openapi import OPEN, WEB_SEARCH_FIELD
 from ..protocols.anthropic import ANTHROPIC, check_messages
+from ..tools import anthropic_search, web_search
 from . import Doc, Endpoint
+from .chat_completions import chat_call
 from .common import parse_json, require_model, resolve, stream_flag
 
 logger = logging.getLogger("relay")
@@ -47,9 +50,15 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
     body = parse_json(raw)
     model = require_model(body)
     record.model_requested = model
+    searching = web_search.web_search_flag(body)  # never forwarded, whatever the provider
+    server = anthropic_search.server_tool(body)
     check_messages(body)
     stream = record.stream = stream_flag(body)
     info, routes = await resolve(ctx, model, Capability.MESSAGES, Capability.CHAT, what="messages")
+    if server is not None and any(get_adapter(r.provider_type).supports(Capability.MESSAGES) for r in routes):
+        server = None  # Anthropic runs its own server tool: passed through as sent
+    if server is not None and configured_backend() is None:
+        server = None  # no search here: dropped by the translation, as any server tool
     record.price = info.price
     beta = ctx.header(b"anthropic-beta")
     reasoning = wants_thinking(body) and info.reasoning  # ask a reasoning model for it
@@ -102,7 +111,39 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         translator=translator,
         count_prompt=lambda: tokens.count_chat_prompt(as_chat()),
     )
+    if searching or server is not None:
+        _search_loop(
+            call,
+            model=model,
+            stream=stream,
+            chat=as_chat(),
+            server=server,
+            present=anthropic_search.present(
+                model=model,
+                thinking=thinking,
+                stop_sequences=sequences,
+                server=server is not None,
+                translator=lambda: ChatStreamToMessages(
+                    model=model,
+                    input_tokens=tokens.count_chat_prompt(as_chat()),
+                    thinking=thinking,
+                    stop_sequences=sequences,
+                    count_tokens=tokens.count_text,
+                ),
+            ),
+        )
     return call, candidates(routes, info.strategy, model)
+
+
+def _search_loop(call: Call, *, model: str, stream: bool, chat: dict, server, present) -> None:
+    """The gateway's web-search loop over chat-shaped rounds (any provider that chats),
+    answered in Anthropic's shapes."""
+    backend = web_search.backend_or_refuse()
+
+    def make_call(request: dict) -> Call:
+        return chat_call(request, model=model, stream=stream, include_usage=True)
+
+    web_search.attach(call, chat, make_call, backend, stream, present=present, server=server)
 
 
 async def count_tokens(ctx: Context, relay) -> None:
@@ -194,6 +235,7 @@ SCHEMAS: dict[str, dict] = {
                 },
             },
             "stream": {"type": "boolean", "default": False},
+            "web_search": WEB_SEARCH_FIELD,
             "tools": {"type": "array", "items": OPEN},
         },
     },

@@ -45,6 +45,7 @@ from providers.formats.openai_responses import (
     wants_summary,
 )
 from providers.registry import get_adapter, supports
+from providers.search import configured_backend
 
 from .. import tokens
 from ..config import CONFIG, Route
@@ -53,8 +54,9 @@ from ..forward import Call, UsageRecord, candidates, target_for
 from ..http import Context
 from ..openapi import OPEN, ref
 from ..protocols.responses import RESPONSES, check_responses
+from ..tools import responses_search, web_search
 from . import Doc, Endpoint
-from .chat_completions import unsupported_for
+from .chat_completions import chat_call, unsupported_for
 from .common import parse_json, require_model, resolve, stream_flag
 
 logger = logging.getLogger("relay")
@@ -235,6 +237,12 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
                 passthrough.pop("previous_response_id", None)
     if info.max_output_tokens and (passthrough.get("max_output_tokens") or 0) > info.max_output_tokens:
         passthrough["max_output_tokens"] = info.max_output_tokens
+    searches = responses_search.wanted(body)
+    backend = None
+    if searches and not any(native(r) for r in routes):
+        # no route runs its own web search (native ones get the tool passed through, and a
+        # failover from them to a translated one drops it, as any built-in tool)
+        backend = configured_backend()  # None: dropped and named, like any built-in tool
     any_translated = any(not native(r) for r in routes)
     plan = _translate(body, history, info.reasoning) if any_translated else None
     chat = plan.chat if plan is not None else {}
@@ -243,6 +251,8 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
     base = response_object(body, response_id=new_id("resp"), model=model)
     summary = wants_summary(body)
     headers = ()
+    if plan is not None and backend is not None:  # run by the gateway: not dropped
+        plan.dropped_tools = [t for t in plan.dropped_tools if t not in searches]
     if plan is not None and plan.dropped_tools:
         headers = ((DROPPED_HEADER, ",".join(plan.dropped_tools).encode()),)
     attempt = {"native": False}  # the route being tried (attempts are sequential)
@@ -278,20 +288,20 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         stored(response)
         return orjson.dumps(response), usage
 
+    def to_responses() -> ChatStreamToResponses:
+        return ChatStreamToResponses(
+            response=base,
+            tools=plan.tools,
+            summary=summary,
+            input_tokens=tokens.count_chat_prompt(chat),
+            count_tokens=tokens.count_text,
+            on_done=stored,
+        )
+
     def translator(adapter: Adapter):
         if attempt["native"]:
             return adapter.responses_stream(model=model, on_done=held_upstream)
-        return ChainedStream(
-            adapter.chat_stream(model=model, include_usage=True),
-            ChatStreamToResponses(
-                response=base,
-                tools=plan.tools,
-                summary=summary,
-                input_tokens=tokens.count_chat_prompt(chat),
-                count_tokens=tokens.count_text,
-                on_done=stored,
-            ),
-        )
+        return ChainedStream(adapter.chat_stream(model=model, include_usage=True), to_responses())
 
     def count_prompt() -> int:
         if plan is not None and not attempt["native"]:
@@ -313,6 +323,19 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         unsupported=check_chat,
         headers=headers,
     )
+    if backend is not None:
+
+        def make_call(request: dict) -> Call:
+            round_call = chat_call(
+                request, model=model, stream=stream, include_usage=True, model_max=info.max_output_tokens
+            )
+            round_call.headers = headers
+            return round_call
+
+        present = responses_search.present(
+            base=base, tools=plan.tools, summary=summary, stored=stored, translator=to_responses
+        )
+        web_search.attach(call, chat, make_call, backend, stream, present=present)
     return call, candidates(routes, info.strategy, model)
 
 

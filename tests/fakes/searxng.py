@@ -28,8 +28,10 @@ PAGES = {
         "Python (programming language)",
         "Python is a high-level programming language created by Guido van Rossum.",
         "<html><head><title>Python</title><script>var x = 1;</script></head><body>"
+        "<nav><a href='/'>Home</a> <a href='/menu'>Site menu</a></nav><article>"
         "<h1>Python</h1><p>Python is a high-level, general-purpose programming language. "
-        "It was created by Guido van Rossum and first released in 1991.</p></body></html>",
+        "It was created by Guido van Rossum and first released in 1991.</p></article>"
+        "<footer>Copyright footer</footer></body></html>",
     ),
     "django": (
         "Django: the web framework for perfectionists",

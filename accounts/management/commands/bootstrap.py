@@ -79,6 +79,25 @@ def parse_price(text: str) -> tuple[str, dict[str, int]]:
     return slug.strip(), dict(zip(PRICE_FIELDS, nanos, strict=False))
 
 
+WEB_SEARCH_MODEL = "web_search"  # relay.tools.web_search.SEARCH_PRICE_MODEL
+WEB_SEARCH_PRICE = "0.005"  # $ per search the gateway runs ($5 per 1,000, as search APIs charge)
+
+
+def web_search_price(stdout) -> None:
+    """The price of one web search run by the gateway: the ``per_request`` price of a model
+    named ``web_search`` (no routes: it is never served), edited like any other price."""
+    model, created = Model.objects.get_or_create(
+        slug=WEB_SEARCH_MODEL,
+        defaults={"type": Model.Type.CHAT, "display_name": "Web search (price per search)"},
+    )
+    if not ModelPrice.objects.filter(model=model).exists():
+        billing_services.model_price_create(
+            model=model, per_request=to_nanos(WEB_SEARCH_PRICE), note="bootstrap default: one web search"
+        )
+    if created:
+        stdout.write(f"created model {WEB_SEARCH_MODEL!r}: ${WEB_SEARCH_PRICE} per web search")
+
+
 class Command(BaseCommand):
     help = (
         "Create the operator, a provider, its models and prices (idempotent); "
@@ -133,6 +152,7 @@ class Command(BaseCommand):
             provider = self._provider(name, url, options, demo=demo)
             unpriced = [slug for slug in models if not self._model(provider, slug, prices.get(slug))]
             # more providers or tool prices: one method each (like _model), called here
+            web_search_price(self.stdout)
             if options["mj_upstream_url"]:
                 midjourney_setup(self.stdout, options["mj_upstream_url"], options["mj_secret"])
             if demo:
