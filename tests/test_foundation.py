@@ -427,7 +427,8 @@ def test_bootstrap_demo_is_idempotent_and_ends_with_password_and_key(monkeypatch
     assert User.objects.filter(username__in=["admin", "demo"]).count() == 2
     assert Provider.objects.get().base_url == "http://127.0.0.1:9998/v1", "the untouched demo fake follows"
     assert BillingRecord.objects.filter(user=demo).count() == 1  # credit given once
-    assert ModelPrice.objects.count() == 1
+    # the demo's one list price, and the web_search price bootstrap always sets (issue 12)
+    assert sorted(ModelPrice.objects.values_list("model__slug", flat=True)) == ["gpt-4o-mini", "web_search"]
     from providers.models import ProviderModel
 
     assert ProviderModel.objects.count() == 2
@@ -459,7 +460,8 @@ def test_bootstrap_for_production_makes_no_demo_and_invents_no_price():
     assert not ModelPrice.objects.filter(model__slug="gpt-4o").exists()
     assert "WARNING: no price for gpt-4o: requests to it cost nothing" in err
     _, err2 = _bootstrap(*args, "gpt-4o-mini,gpt-4o", "--price", "gpt-4o=2.50,10")
-    assert err2 == "" and ModelPrice.objects.count() == 2 and not APIKey.objects.exists()
+    priced = ModelPrice.objects.exclude(model__slug="web_search")  # the per-search default: kept
+    assert err2 == "" and priced.count() == 2 and not APIKey.objects.exists()
     with pytest.raises(CommandError, match="--upstream-url"):
         call_command("bootstrap", "--provider-name", "other", stdout=io.StringIO())
     with pytest.raises(CommandError, match="MODEL=INPUT,OUTPUT"):
