@@ -27,6 +27,11 @@ class KeyCreateForm(forms.Form):
     rpm_limit = forms.IntegerField(min_value=1, required=False, label="Requests per minute")
     tpm_limit = forms.IntegerField(min_value=1, required=False, label="Tokens per minute")
     concurrency_limit = forms.IntegerField(min_value=1, required=False, label="Requests at a time")
+    web_search = forms.BooleanField(
+        required=False,
+        label="Web search by default",
+        help_text='Requests that do not say "web_search" get the gateway\'s web search.',
+    )
 
     def __init__(self, *args, admin_site, **kwargs):
         super().__init__(*args, **kwargs)

@@ -60,6 +60,7 @@ class KeySerializer(serializers.ModelSerializer):
             "budget",
             "spent",
             "metadata",
+            "web_search",
             "last_used_at",
             "created_at",
             "revoked_at",
@@ -107,6 +108,10 @@ class KeyWriteSerializer(serializers.Serializer):
     )
     budget = MoneyField(required=False, allow_null=True, min_value=0)
     metadata = JSONObjectField(required=False)
+    web_search = serializers.BooleanField(
+        required=False,
+        help_text="Web search by default for this key's requests that do not say 'web_search'.",
+    )
 
     def validate_expires_at(self, value):
         if value is not None and value <= timezone.now():

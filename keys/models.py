@@ -35,6 +35,11 @@ class APIKey(models.Model):
     budget = MoneyField(null=True, blank=True, help_text="Spending cap of this key; empty: none.")
     spent = MoneyField(default=0, editable=False)
     metadata = models.JSONField(default=dict, blank=True)
+    web_search = models.BooleanField(
+        default=False,
+        help_text="Run the gateway's web search for this key's chat, completions and messages "
+        'requests that do not say "web_search" themselves (needs WEB_SEARCH_URL or a hosted backend).',
+    )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Rotation: the new key points back at nothing; the old one names its successor and
     # stays valid until ``valid_until`` (the grace period), then stops working.

@@ -55,6 +55,7 @@ def api_key_create(
     concurrency_limit: int | None = None,
     budget: int | None = None,
     metadata: dict | None = None,
+    web_search: bool = False,
 ) -> IssuedKey:
     plain = generate_key()
     key = APIKey(
@@ -70,6 +71,7 @@ def api_key_create(
         concurrency_limit=concurrency_limit,
         budget=budget,
         metadata=metadata or {},
+        web_search=web_search,
     )
     key.full_clean(exclude=["user", "prefix", "key_hash"])
     key.save()
@@ -98,6 +100,7 @@ def api_key_rotate(*, key: APIKey, grace: timedelta) -> IssuedKey:
         concurrency_limit=key.concurrency_limit,
         budget=key.budget,
         metadata=key.metadata,
+        web_search=key.web_search,
     )
     key.replaced_by = issued.key
     key.valid_until = timezone.now() + grace
@@ -115,6 +118,7 @@ UPDATABLE_FIELDS = (
     "concurrency_limit",
     "budget",
     "metadata",
+    "web_search",
 )
 MAX_GRACE = timedelta(days=30)
 

@@ -242,6 +242,9 @@ class _ModelWriteSerializer(serializers.Serializer):
     supports_vision = serializers.BooleanField(required=False)
     supports_json_mode = serializers.BooleanField(required=False)
     supports_reasoning = serializers.BooleanField(required=False)
+    web_search = serializers.BooleanField(
+        required=False, help_text="Web search by default for requests that do not say 'web_search'."
+    )
     status = serializers.ChoiceField(choices=Model.Status.choices, required=False)
     routing_strategy = serializers.ChoiceField(
         choices=Model.Strategy.choices, required=False, allow_blank=True

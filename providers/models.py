@@ -122,6 +122,11 @@ class Model(models.Model):
         help_text="A reasoning model: when an Anthropic client asks for thinking, translated "
         "upstreams are asked for their reasoning (reasoning_effort, Gemini thoughts).",
     )
+    web_search = models.BooleanField(
+        default=False,
+        help_text="Run the gateway's web search for requests to this model that do not say "
+        '"web_search" themselves (chat, completions, messages; needs a configured backend).',
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
     routing_strategy = models.CharField(max_length=32, choices=Strategy.choices, default="", blank=True)
     owned_by = models.CharField(max_length=100, blank=True, default="gateway")

@@ -85,6 +85,7 @@ MODEL_FIELDS = (
     "supports_vision",
     "supports_json_mode",
     "supports_reasoning",
+    "web_search",
     "status",
     "routing_strategy",
     "owned_by",

@@ -56,6 +56,7 @@ class KeyInfo:
     balance_seq: int = 0  # id of the ledger row behind ``balance``
     spent: int = 0  # the key's spending at load time
     quotas: tuple = ()  # QuotaSpec of the key's and the user's active quotas
+    web_search: bool = False  # the gateway's web search for requests that do not ask themselves
     loaded_at: float = field(default_factory=time.monotonic)
     limits_cache: tuple | None = field(default=None, repr=False, compare=False)  # relay.limits' own
 
@@ -131,6 +132,7 @@ class ModelInfo:
     max_output_tokens: int | None
     fresh_until: float  # monotonic time after which the entry is reloaded (price boundaries, TTL)
     reasoning: bool = False  # ask translated upstreams for reasoning when a client wants thinking
+    web_search: bool = False  # the gateway's web search for requests that do not ask themselves
 
 
 class ConfigCache:
@@ -295,6 +297,7 @@ def _load_key_sync(key_hash: str) -> KeyInfo | None:
         balance_seq=balance_seq,
         spent=row.spent,
         quotas=_quota_specs(row.pk, user.pk),
+        web_search=row.web_search,
     )
 
 
@@ -417,6 +420,7 @@ def _model_info(model) -> ModelInfo:
         max_output_tokens=model.max_output_tokens,
         fresh_until=fresh_until,
         reasoning=model.supports_reasoning,
+        web_search=model.web_search,
     )
 
 

@@ -76,6 +76,9 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
     with_usage = include_usage(body, stream)
     info, routes = await resolve(ctx, model, Capability.CHAT, what="chat completions")
     record.price = info.price
+    if searching is None and (body.get("n") or 1) == 1 and web_search.by_default(ctx.key, info):
+        backend = web_search.backend_or_refuse()
+        searching = True
 
     def make_call(request: dict) -> Call:
         # the web-search loop sums every round's usage itself: it needs each one's

@@ -54,6 +54,13 @@ async def prepare_completion(ctx: Context, raw: bytes, record: UsageRecord) -> t
     if searching:
         return await _prepare_search(ctx, body, record, model=model, stream=stream, with_usage=with_usage)
     info, routes = await resolve(ctx, model, Capability.COMPLETIONS, what="text completions")
+    if (
+        searching is None
+        and _one_prompt(body)
+        and (body.get("n") or 1) == 1
+        and web_search.by_default(ctx.key, info)
+    ):
+        return await _prepare_search(ctx, body, record, model=model, stream=stream, with_usage=with_usage)
     record.price = info.price
     call = Call(
         body=body,
@@ -68,16 +75,20 @@ async def prepare_completion(ctx: Context, raw: bytes, record: UsageRecord) -> t
     return call, candidates(routes, info.strategy, model)
 
 
+def _one_prompt(body: dict) -> bool:
+    prompt = body.get("prompt")
+    return isinstance(prompt, str) or (
+        isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str)
+    )
+
+
 async def _prepare_search(ctx: Context, body: dict, record: UsageRecord, *, model, stream, with_usage):
     """``"web_search": true``: the prompt is wrapped as a chat request, the gateway's loop
     runs over any provider that chats, and the answer is a text completion again."""
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) and not (
-        isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str)
-    ):
+    if not _one_prompt(body):
+        if (body.get("n") or 1) != 1:
+            raise RelayError(400, "'web_search' answers with one choice: 'n' must be 1.", param="n")
         raise RelayError(400, "'web_search' needs one prompt (a string).", param="prompt")
-    if (body.get("n") or 1) != 1:
-        raise RelayError(400, "'web_search' answers with one choice: 'n' must be 1.", param="n")
     backend = web_search.backend_or_refuse()
     info, routes = await resolve(ctx, model, Capability.CHAT, what="text completions with web search")
     record.price = info.price

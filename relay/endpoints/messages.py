@@ -60,6 +60,8 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
     if server is not None and configured_backend() is None:
         server = None  # no search here: dropped by the translation, as any server tool
     record.price = info.price
+    if searching is None:
+        searching = web_search.by_default(ctx.key, info)
     beta = ctx.header(b"anthropic-beta")
     reasoning = wants_thinking(body) and info.reasoning  # ask a reasoning model for it
     thinking = shows_thinking(body)  # and show it as thinking blocks

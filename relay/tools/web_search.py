@@ -136,14 +136,20 @@ class Present:
     before_finish: Callable[[ChatStreamSink, Tools], bytes] | None = None
 
 
-def web_search_flag(body: dict) -> bool:
-    """The non-standard ``web_search`` field: read and removed, never forwarded upstream."""
+def web_search_flag(body: dict) -> bool | None:
+    """The non-standard ``web_search`` field: read and removed, never forwarded upstream;
+    None when the request does not say (the operator's defaults decide: ``by_default``)."""
     value = body.pop("web_search", None)
-    if value is None or value is False:
-        return False
-    if value is not True:
-        raise RelayError(400, "'web_search' must be a boolean.", param="web_search")
-    return True
+    if value is None or isinstance(value, bool):
+        return value
+    raise RelayError(400, "'web_search' must be a boolean.", param="web_search")
+
+
+def by_default(key, model) -> bool:
+    """The operator's default for a request that does not say ``web_search``: on for the key
+    or for the model, and only where a backend is configured (a default never turns into a
+    400 the client did not ask for)."""
+    return bool((key is not None and key.web_search) or model.web_search) and configured_backend() is not None
 
 
 def backend_or_refuse() -> SearchBackend:
