@@ -89,6 +89,9 @@ try:
     RELAY_CACHE_TTL = get_int("RELAY_CACHE_TTL", 300, minimum=1)
     TRUST_X_FORWARDED_FOR = get_bool("TRUST_X_FORWARDED_FOR", False)
     RELAY_DEFAULT_MAX_TOKENS = get_int("RELAY_DEFAULT_MAX_TOKENS", 4096, minimum=1)
+    # the smallest completion limit the relay lowers a request to when the money left does
+    # not pay for the whole one; below it the request is refused with 402
+    RELAY_MIN_COMPLETION_TOKENS = get_int("RELAY_MIN_COMPLETION_TOKENS", 16, minimum=1)
     RELAY_RESERVATION_TTL = get_int("RELAY_RESERVATION_TTL", 900, minimum=30)
     # seconds: a fetch of an unfinished Midjourney task older than this reads the upstream
     MJ_POLL_INTERVAL = get_int("MJ_POLL_INTERVAL", 3, minimum=0)

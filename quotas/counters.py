@@ -102,6 +102,9 @@ class Plan:
     source: object = None  # what the limits came from (the relay's KeyInfo): a lease serves one source
     lease: object = None  # the Redis store's Lease this request took its reservation from
     quotas: tuple = ()  # [quota id, period start, settle] of each quota it counts in (the event's)
+    prompt_tokens: int = 0  # what the estimate is made of: prompt tokens,
+    completion_tokens: int = 0  # completion tokens per choice (the limit the upstream gets)
+    choices: int = 1  # and choices
 
 
 @dataclass(slots=True)

@@ -71,6 +71,9 @@ class Call:
     # what this request needs that an adapter cannot honour: (param, reason) or None
     unsupported: Callable[[Adapter], tuple[str, str] | None] | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (JSON and streams)
+    # (body, field) pairs that carry the completion limit to the upstream, when ``body``
+    # alone does not say it (its max_tokens / max_completion_tokens / max_output_tokens)
+    output_limits: tuple[tuple[dict, str], ...] = ()
     # a request answered by several upstream calls (the gateway's web-search loop): runs
     # instead of one forward, with the forwarder, and fills the record with their sum
     run: Callable[[Forwarder, Context, list[Route], UsageRecord], Awaitable[None]] | None = None

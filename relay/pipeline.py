@@ -12,6 +12,8 @@ import contextlib
 import logging
 import time
 
+from django.conf import settings
+
 from billing.events import UsageEvent
 from billing.pricing import token_cost
 
@@ -19,10 +21,18 @@ from .endpoints import Endpoint
 from .errors import RelayError
 from .forward import Forwarder, UsageRecord
 from .http import ClientGone, Context
-from .limits import build_plan, refusal_error
+from .limits import (
+    build_plan,
+    completion_that_fits,
+    lower_completion,
+    refusal_error,
+    requested_completion,
+)
 
 logger = logging.getLogger("relay")
 STORE_RETRY_AFTER = b"2"
+LOWERED_HEADER = b"x-gateway-max-tokens-lowered"
+FIT_ATTEMPTS = 3  # reservations tried with a lower completion limit before answering 402
 
 
 class StoreUnavailable(RelayError):
@@ -50,17 +60,16 @@ class Pipeline:
         try:
             raw = await ctx.read_body()
             call, routes = await endpoint.prepare(ctx, raw, record)
-            wanted = build_plan(
-                rid=ctx.request_id,
-                key=ctx.key,
-                body=call.body,
-                request_type=record.request_type,
-                price=record.price,
-                model_max=call.model_max,
-            )
+            allowed, asked = requested_completion(call.body, record.request_type, call.model_max)
+            wanted = _plan(ctx, call, record, completion=allowed)
             refusal = await self._reserve(wanted)
             if refusal is not None:
-                raise refusal_error(refusal, ctx.key)
+                wanted = await self._fit(ctx, call, record, wanted, refusal)
+            limit = asked or allowed
+            if limit > wanted.completion_tokens:
+                # the upstream is sent no higher completion limit than was reserved
+                lower_completion(call, wanted.completion_tokens)
+                ctx.extra_headers = ((LOWERED_HEADER, f"{limit}->{wanted.completion_tokens}".encode()),)
             plan = wanted  # reserved: from here on, the finish settles it
             if call.stream:
                 # streams watch for the client leaving, to cancel the upstream at once
@@ -87,12 +96,33 @@ class Pipeline:
             if plan is None:
                 self.usage.push(event)
             else:
+                if event.cost > plan.est_cost:
+                    # an upstream that produced more than the limit it was sent (or a prompt
+                    # longer than counted) is charged what was reserved, never more: the
+                    # reservation is what the balance and the budget were checked against
+                    event.cost = plan.est_cost
                 if plan.quotas:
                     event.quotas = plan.quotas  # the periods it counts in, for the settled roll-up
                 # Redis: off the response path, in the worker's next flush (shutdown waits
                 # for it); in process: at once
                 finish = self.store.finish if self.store.remote else self.store.finish_sync
                 finish(plan, tokens=event.tokens, cost=event.cost, event=event)
+
+    async def _fit(self, ctx: Context, call, record: UsageRecord, plan, refusal):
+        """Refused for money (balance, key budget, a cost quota): reserve the largest
+        completion that what is left pays for instead, down to a minimal answer, or answer
+        the refusal with what was needed. Only refused requests pay these round trips."""
+        minimum = min(settings.RELAY_MIN_COMPLETION_TOKENS, plan.completion_tokens)
+        wanted = plan
+        for _ in range(FIT_ATTEMPTS):
+            fits = completion_that_fits(wanted, refusal, record.price, ctx.key.multiplier)
+            if fits < minimum or fits >= wanted.completion_tokens:
+                break
+            wanted = _plan(ctx, call, record, prompt=plan.prompt_tokens, completion=fits)
+            refusal = await self._reserve(wanted)
+            if refusal is None:
+                return wanted
+        raise refusal_error(refusal, ctx.key, plan=plan, price=record.price, model=call.model)
 
     async def _reserve(self, plan):
         """The counter store's verdict; its outage is a 503 the client may retry, never a
@@ -138,6 +168,19 @@ class Pipeline:
             logger.warning("stream ended with an error after the client left", exc_info=True)
         if record.status_code < 400:
             record.status_code = 499  # nginx's "client closed request"
+
+
+def _plan(ctx: Context, call, record: UsageRecord, **tokens):
+    """The reservation of this request (``tokens``: its prompt and completion, if known)."""
+    return build_plan(
+        rid=ctx.request_id,
+        key=ctx.key,
+        body=call.body,
+        request_type=record.request_type,
+        price=record.price,
+        model_max=call.model_max,
+        **tokens,
+    )
 
 
 def usage_event(ctx: Context, record: UsageRecord) -> UsageEvent:
