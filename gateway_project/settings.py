@@ -96,6 +96,9 @@ try:
     # seconds: a fetch of an unfinished Midjourney task older than this reads the upstream
     MJ_POLL_INTERVAL = get_int("MJ_POLL_INTERVAL", 3, minimum=0)
     RELAY_LEASE_SIZE = get_int("RELAY_LEASE_SIZE", 256, minimum=1)
+    # milliseconds between the checkpoints of a worker's open streams (Redis): what a killed
+    # worker's streams are billed from (docs/failure-policy.md)
+    RELAY_CHECKPOINT_MS = get_int("RELAY_CHECKPOINT_MS", 250, minimum=10)
     # the Redis settle lock's expiry; its owner renews it every third of that while it works
     SETTLE_LOCK_TTL = get_int("SETTLE_LOCK_TTL", 5, minimum=2)
     SETTLEMENT_STALE_SECONDS = get_int("SETTLEMENT_STALE_SECONDS", 60, minimum=5)

@@ -52,6 +52,7 @@ class UsageRecord:
     price: Price | None = None
     cut_upstream: bool = False  # the gateway ended the upstream stream itself
     charge_on_failure: bool = False  # a failure after upstream calls that were answered (and billed)
+    progress: Callable[[], Usage] | None = None  # a stream's usage so far (its checkpoints)
 
 
 @dataclass(slots=True)
@@ -77,6 +78,33 @@ class Call:
     # a request answered by several upstream calls (the gateway's web-search loop): runs
     # instead of one forward, with the forwarder, and fills the record with their sum
     run: Callable[[Forwarder, Context, list[Route], UsageRecord], Awaitable[None]] | None = None
+
+
+class StreamProgress:
+    """A stream's usage so far: the upstream's figures where it gave them, else its text
+    counted locally, only the part produced since the last call each time."""
+
+    __slots__ = ("call", "translator", "counted", "completion", "prompt")
+
+    def __init__(self, call: Call, translator: StreamTranslator) -> None:
+        self.call = call
+        self.translator = translator
+        self.counted = 0
+        self.completion = 0
+        self.prompt: int | None = None
+
+    def __call__(self) -> Usage:
+        parts = self.translator.text_parts
+        if len(parts) > self.counted:
+            self.completion += tokens.count_text("".join(parts[self.counted :]))
+            self.counted = len(parts)
+        reported = self.translator.usage
+        if reported is not None and reported.prompt_tokens:
+            self.prompt = reported.prompt_tokens
+        elif self.prompt is None:
+            self.prompt = self.call.count_prompt()
+        completion = max(self.completion, reported.completion_tokens if reported is not None else 0)
+        return Usage(prompt_tokens=self.prompt, completion_tokens=completion)
 
 
 def target_for(route: Route) -> Target:
@@ -295,6 +323,7 @@ class Forwarder:
         self, ctx: Context, call: Call, adapter: Adapter, response, record: UsageRecord, started
     ):
         translator = call.translator(adapter)
+        record.progress = StreamProgress(call, translator)
         await ctx.start_stream(call.headers)
         error = ""
         try:

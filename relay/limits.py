@@ -19,9 +19,12 @@ from .errors import RelayError
 IMAGE_TOKENS = 1000  # estimate per image part
 MESSAGE_TOKENS = 3  # OpenAI's framing of each message (and of the reply)
 # Prompts are counted with the shipped cl100k_base tokenizer up to this many characters
-# (about 0.5 ms of the event loop); the rest of a longer prompt counts one token per UTF-8
-# byte, an upper bound (every token is at least one byte). Measured in docs/decisions.md.
-EXACT_CHARS = 8192
+# (0.1-1 ms of the event loop at most, depending on the text); the rest of a longer prompt
+# counts one token per UTF-8 byte, an upper bound (every token is at least one byte). A
+# request refused for money is counted again exactly up to ``FIT_EXACT_CHARS`` before the
+# relay lowers its completion limit or refuses it. Measured in docs/decisions.md.
+EXACT_CHARS = 2048
+FIT_EXACT_CHARS = 32768
 # the completion limits a body may carry, in the order the estimate reads them
 LIMIT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
@@ -48,15 +51,15 @@ def _texts(content, out: list[str]) -> int:
     return images
 
 
-def count_tokens(texts: list[str]) -> int:
-    """Tokens of ``texts``: exact up to ``EXACT_CHARS``, one per UTF-8 byte beyond."""
+def count_tokens(texts: list[str], exact: int = EXACT_CHARS) -> int:
+    """Tokens of ``texts``: exact up to ``exact`` characters, one per UTF-8 byte beyond."""
     text = "\n".join(texts)
-    if len(text) <= EXACT_CHARS:
+    if len(text) <= exact:
         return tokens.count_text(text)
-    return tokens.count_text(text[:EXACT_CHARS]) + len(text[EXACT_CHARS:].encode("utf-8", "replace"))
+    return tokens.count_text(text[:exact]) + len(text[exact:].encode("utf-8", "replace"))
 
 
-def estimate_prompt_tokens(body: dict) -> int:
+def estimate_prompt_tokens(body: dict, exact: int = EXACT_CHARS) -> int:
     texts: list[str] = []
     framing = MESSAGE_TOKENS
     images = 0
@@ -85,7 +88,7 @@ def estimate_prompt_tokens(body: dict) -> int:
                     images += _texts([item], texts)
     if body.get("tools"):
         texts.append(str(body["tools"]))
-    return count_tokens(texts) + framing + images * IMAGE_TOKENS
+    return count_tokens(texts, exact) + framing + images * IMAGE_TOKENS
 
 
 def choices(body: dict) -> int:
@@ -116,12 +119,18 @@ def estimate_completion_tokens(body: dict, request_type: str, model_max: int | N
     return requested_completion(body, request_type, model_max)[0] * choices(body)
 
 
+def for_money(refusal: Refusal) -> bool:
+    """Whether ``refusal`` is about money: the balance, the key budget or a cost quota."""
+    return refusal.kind in ("balance", "budget") or (
+        refusal.check is not None and refusal.check.settle == "cost"
+    )
+
+
 def completion_that_fits(plan: Plan, refusal: Refusal, price: Price | None, multiplier: int) -> int:
     """The largest completion per choice whose reservation fits the money ``refusal`` says
     is left (balance, key budget or a cost quota), or -1 when even no completion does;
     exact: the reservation of that completion never exceeds what is left."""
-    money_check = refusal.check is not None and refusal.check.settle == "cost"
-    if refusal.kind not in ("balance", "budget") and not money_check:
+    if not for_money(refusal):
         return -1
     money = refusal.remaining
     prompt_cost = token_cost(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import time
 
@@ -22,8 +24,11 @@ from .errors import RelayError
 from .forward import Forwarder, UsageRecord
 from .http import ClientGone, Context
 from .limits import (
+    FIT_EXACT_CHARS,
     build_plan,
     completion_that_fits,
+    estimate_prompt_tokens,
+    for_money,
     lower_completion,
     refusal_error,
     requested_completion,
@@ -71,6 +76,9 @@ class Pipeline:
                 lower_completion(call, wanted.completion_tokens)
                 ctx.extra_headers = ((LOWERED_HEADER, f"{limit}->{wanted.completion_tokens}".encode()),)
             plan = wanted  # reserved: from here on, the finish settles it
+            if call.stream and self.store.remote:
+                # checkpoints in Redis: a killed worker's stream is billed from its last one
+                self.store.watch(plan, functools.partial(checkpoint_event, ctx, record, plan))
             if call.stream:
                 # streams watch for the client leaving, to cancel the upstream at once
                 task = asyncio.ensure_future(self.forwarder.forward(ctx, call, routes, record))
@@ -96,13 +104,7 @@ class Pipeline:
             if plan is None:
                 self.usage.push(event)
             else:
-                if event.cost > plan.est_cost:
-                    # an upstream that produced more than the limit it was sent (or a prompt
-                    # longer than counted) is charged what was reserved, never more: the
-                    # reservation is what the balance and the budget were checked against
-                    event.cost = plan.est_cost
-                if plan.quotas:
-                    event.quotas = plan.quotas  # the periods it counts in, for the settled roll-up
+                reserved(event, plan)
                 # Redis: off the response path, in the worker's next flush (shutdown waits
                 # for it); in process: at once
                 finish = self.store.finish if self.store.remote else self.store.finish_sync
@@ -114,6 +116,14 @@ class Pipeline:
         the refusal with what was needed. Only refused requests pay these round trips."""
         minimum = min(settings.RELAY_MIN_COMPLETION_TOKENS, plan.completion_tokens)
         wanted = plan
+        if for_money(refusal) and refusal.remaining > 0:
+            # a long prompt's count was a bound: count it exactly now that it matters
+            exact = estimate_prompt_tokens(call.body, FIT_EXACT_CHARS)
+            if exact < plan.prompt_tokens:
+                plan = wanted = _plan(ctx, call, record, prompt=exact, completion=plan.completion_tokens)
+                refusal = await self._reserve(wanted)
+                if refusal is None:
+                    return wanted
         for _ in range(FIT_ATTEMPTS):
             fits = completion_that_fits(wanted, refusal, record.price, ctx.key.multiplier)
             if fits < minimum or fits >= wanted.completion_tokens:
@@ -168,6 +178,35 @@ class Pipeline:
             logger.warning("stream ended with an error after the client left", exc_info=True)
         if record.status_code < 400:
             record.status_code = 499  # nginx's "client closed request"
+
+
+CHECKPOINT_ERROR = "The gateway worker stopped mid-stream; billed from the stream's last checkpoint."
+
+
+def reserved(event: UsageEvent, plan) -> UsageEvent:
+    """``event`` settled against its reservation ``plan``."""
+    if event.cost > plan.est_cost:
+        # an upstream that produced more than the limit it was sent (or a prompt longer
+        # than counted) is charged what was reserved, never more: the reservation is what
+        # the balance and the budget were checked against
+        event.cost = plan.est_cost
+    if plan.quotas:
+        event.quotas = plan.quotas  # the periods it counts in, for the settled roll-up
+    return event
+
+
+def checkpoint_event(ctx: Context, record: UsageRecord, plan) -> UsageEvent | None:
+    """The usage event of a stream as if it were cut now (None before it produced
+    anything): what the reaper bills if this worker dies before the stream ends."""
+    if record.progress is None:
+        return None
+    usage = record.progress()
+    if not usage.completion_tokens:
+        return None
+    cut = dataclasses.replace(
+        record, usage=usage, usage_estimated=True, status_code=502, error=CHECKPOINT_ERROR
+    )
+    return reserved(usage_event(ctx, cut), plan)
 
 
 def _plan(ctx: Context, call, record: UsageRecord, **tokens):

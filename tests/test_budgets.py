@@ -17,7 +17,7 @@ from billing.models import BillingRecord, ModelPrice, UsageLog
 from billing.pricing import Price, token_cost
 from core.money import format_money, to_nanos
 from keys.models import APIKey
-from relay.limits import estimate_prompt_tokens
+from relay.limits import FIT_EXACT_CHARS, estimate_prompt_tokens
 from tests import factories
 from tests.test_limits import _settle_all
 
@@ -261,3 +261,17 @@ def test_prompt_count_uses_the_tokenizer_with_a_bound_for_huge_prompts():
     bound = estimate_prompt_tokens(_body(huge))
     assert bound >= tokens.count_text(huge) + 7
     assert bound == tokens.count_text(huge[:EXACT_CHARS]) + 2 * (20_000 - EXACT_CHARS) + 7
+
+
+def test_a_long_prompt_is_counted_exactly_before_it_is_lowered_or_refused(gateway, world, fake, gpt4o):
+    # 20,000 characters: the hot path's bound says about 16,400 tokens, the prompt has 4,000
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "word " * 4000}]}
+    bound, exact = estimate_prompt_tokens(body), estimate_prompt_tokens(body, FIT_EXACT_CHARS)
+    assert 4000 < exact <= 4010 and bound > 3 * exact
+    price = _price("gpt-4o")
+    balance = token_cost(price, prompt_tokens=exact, completion_tokens=100)
+    key = world.key(world.user("long", balance=balance))
+    response = _post(gateway, key, "/v1/chat/completions", body)
+    assert response.status_code == 200, response.text
+    assert response.headers[LOWERED] == "4096->100"
+    assert fake.requests[-1]["json"]["max_tokens"] == 100
