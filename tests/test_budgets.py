@@ -275,3 +275,17 @@ def test_a_long_prompt_is_counted_exactly_before_it_is_lowered_or_refused(gatewa
     assert response.status_code == 200, response.text
     assert response.headers[LOWERED] == "4096->100"
     assert fake.requests[-1]["json"]["max_tokens"] == 100
+
+
+def test_a_cost_quota_lowers_the_limit_too(gateway, world, fake, gpt4o):
+    from quotas.models import Quota
+
+    user = world.user("quota", balance=to_nanos("10"))
+    key = world.key(user)
+    body = {"model": "gpt-4o", "max_tokens": 300, "messages": [{"role": "user", "content": "hi"}]}
+    limit = token_cost(_price("gpt-4o"), prompt_tokens=estimate_prompt_tokens(body), completion_tokens=120)
+    Quota.objects.create(user=user, metric="cost", period="day", limit=limit)
+    response = _post(gateway, key, "/v1/chat/completions", body)
+    assert response.status_code == 200, response.text
+    assert response.headers[LOWERED] == "300->120"
+    assert fake.requests[-1]["json"]["max_tokens"] == 120
