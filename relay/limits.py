@@ -294,9 +294,11 @@ _MESSAGES = {
 
 def _money_message(refusal: Refusal, plan: Plan | None, price: Price | None, model: str, key: KeyInfo) -> str:
     """What a request refused for money needed, what was left and how to get it through."""
+    if plan is None:  # a request without tokens (a Midjourney task): its fixed price
+        if refusal.kind == "balance":
+            return "Your balance is too low for this request. Top up or redeem a code to continue."
+        return "This API key has reached its budget."
     where = "your balance" if refusal.kind == "balance" else "this key's budget"
-    if plan is None:
-        return f"{where.capitalize()} is too low for this request."
     minimum = min(settings.RELAY_MIN_COMPLETION_TOKENS, plan.completion_tokens)
     needed = token_cost(
         price,
