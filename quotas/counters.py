@@ -57,7 +57,8 @@ WORKER_BEAT = 2.0
 RECONCILE_RETRY = 1.0  # seconds between attempts to give back failed leases (doubling, to 30)
 RESERVATIONS_KEY = PREFIX + "resv"  # sorted set: request id scored by expiry time
 # Checkpoints of a lease's open streams: hash gw:ck:<lease id>, request id -> "<pending
-# charge>|<usage event JSON>" as if the stream were cut now. The worker rewrites them every
+# charge>|<counter> <use> ...|<usage event JSON>" as if the stream were cut now (its token
+# and cost counters' use, so the reaper counts it there too). The worker rewrites them every
 # RELAY_CHECKPOINT_MS and deletes a stream's entry in the flush that carries its own event;
 # the reaper turns what a dead worker's lease still has into usage events and charges.
 CHECKPOINT_PREFIX = PREFIX + "ck:"
@@ -131,6 +132,7 @@ class Settlement:
 
 
 _UNDONE = frozenset({"tokens", "cost", "release"})  # what releasing an abandoned reservation takes back
+_COUNTED = frozenset({"tokens", "cost"})  # what a stream's checkpoint counts of its use
 
 
 def actual_use(check: Check, tokens: int, cost: int) -> int:
@@ -287,7 +289,7 @@ return gone
 # The checkpoints of a worker's open streams, sent in the same batch as (and before) the
 # flush carrying finished requests: ARGV: checkpoint prefix, expiry (s), number of finished
 # streams, (lease id, request id) pairs whose checkpoints go; number of checkpoints, then
-# (lease record key, lease id, request id, "<charge>|<event>") each, written only while the
+# (lease record key, lease id, request id, "<charge>|<uses>|<event>") each, written only while the
 # lease's record exists (a released lease's streams are no longer the reaper's business).
 _CHECKPOINT = """
 local prefix, ttl = ARGV[1], ARGV[2]
@@ -328,8 +330,12 @@ local function release(prefix, id, ck, usage, pending)
       for i = 1, #saved, 2 do
         local value = saved[i + 1]
         local sep = string.find(value, '|', 1, true)
+        local sep2 = string.find(value, '|', sep + 1, true)
         local charge = string.sub(value, 1, sep - 1)
-        redis.call('RPUSH', usage, string.sub(value, sep + 1))
+        for counter, use in string.gmatch(string.sub(value, sep + 1, sep2 - 1), '(%S+) (%S+)') do
+          if redis.call('EXISTS', counter) == 1 then redis.call('INCRBY', counter, use) end
+        end
+        redis.call('RPUSH', usage, string.sub(value, sep2 + 1))
         local cost = tonumber(string.match(charge, ':(%d+)$') or '0')
         if cost > 0 and redis.call('HSETNX', pending, saved[i], charge) == 1 then back = back + cost end
       end
@@ -862,7 +868,12 @@ class RedisCounterStore:
                 entry[2] = event.tokens
                 charge = f"{plan.user_id}:{plan.key_id}:{event.cost}" if event.cost else ""
                 written += (reservation_key(plan.lease.lid), plan.lease.lid, rid)
-                written.append(charge.encode() + b"|" + orjson.dumps(event))
+                uses = " ".join(
+                    f"{check.key} {actual_use(check, event.tokens, event.cost)}"
+                    for check in plan.checks
+                    if check.settle in _COUNTED
+                )
+                written.append(f"{charge}|{uses}|".encode() + orjson.dumps(event))
         if not (written or self.ended):
             return None
         ended, self.ended = self.ended, []

@@ -12,7 +12,7 @@ from django.conf import settings
 
 from billing.events import UsageEvent
 from quotas.counters import CHECKPOINT_PREFIX, PENDING_KEY, USAGE_KEY, WORKER_PREFIX, Settlement
-from tests.test_leases import KEY, KKEY, UKEY, USER, _flushed, _held, _plan, _run
+from tests.test_leases import KEY, KKEY, QCOST, TPM, UKEY, USER, _flushed, _held, _plan, _run
 
 pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="checkpoints live in Redis (make test-full)")
 
@@ -66,6 +66,8 @@ def test_a_dead_workers_checkpoints_are_billed_once_and_a_late_finish_adds_nothi
         }
         assert _held(r, UKEY) == _held(r, KKEY) == 51 + 120  # exactly the pending charges
         assert not r.exists(CHECKPOINT_PREFIX + lid)
+        # its tokens and cost count on its TPM and cost-quota counters, as a finished one's do
+        assert int(r.get(TPM)) == 17 + (5 + 40) and int(r.get(QCOST)) == 51 + 120
 
         # it was only stalled: its stream finishes late; the checkpoint's charge stands
         store.finish(second, tokens=60, cost=165, event=_event("s-2", 55, 165))
