@@ -201,8 +201,11 @@ def test_a_killed_workers_slots_come_back_within_thirty_seconds(gateway, world, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # 30 s of answer: still in flight when the worker is killed, even on a loaded machine where
+    # the first chunk reaches the test seconds late (9 chunks of 0.5 s sometimes had all come)
+    slow = orjson.dumps({"chunk_delay": 0.5, "reply": " ".join(["slow"] * 60)}).decode()
     body = {"model": "gpt-4o-mini", "stream": True,
-            "messages": [{"role": "user", "content": '[[fake:{"chunk_delay": 0.5}]] go'}]}  # fmt: skip
+            "messages": [{"role": "user", "content": f"[[fake:{slow}]] go"}]}  # fmt: skip
     try:
         _wait_http(f"http://127.0.0.1:{port}/health")
         with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
