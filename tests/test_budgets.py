@@ -9,6 +9,7 @@ lower completion limit (and says so in a header), or refused with what it needed
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from core.money import format_money, to_nanos
 from keys.models import APIKey
 from relay.limits import FIT_EXACT_CHARS, estimate_prompt_tokens
 from tests import factories
-from tests.test_limits import _settle_all
+from tests.conftest import settle_usage
 
 WORDY = " ".join(["a"] * 300)  # 600 characters, 300 tokens (the old estimate said 201)
 LONG_REPLY = " ".join(["word"] * 200)  # 200 completion tokens, whatever max_tokens said
@@ -70,7 +71,7 @@ def _run(gateway, fake, key: str, case: str) -> list[httpx.Response]:
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 402}, statuses
     assert statuses.count(200) >= 2 and statuses.count(402) >= 100
-    _settle_all()
+    _settled({r.headers["x-request-id"] for r in responses})
     if behaviour is None:  # within the reservation: each is charged its full use, not less
         price = _price("gpt-4o-mini")
         logs = UsageLog.objects.filter(status_code=200)
@@ -80,6 +81,15 @@ def _run(gateway, fake, key: str, case: str) -> list[httpx.Response]:
                 price, prompt_tokens=log.prompt_tokens, completion_tokens=log.completion_tokens
             )
     return responses
+
+
+def _settled(request_ids: set[str], timeout: float = 30.0) -> None:
+    """Wait until every request has its usage log (each one, refused or not, has one)."""
+    deadline = time.monotonic() + timeout
+    while UsageLog.objects.filter(request_id__in=request_ids).count() < len(request_ids):
+        assert time.monotonic() < deadline, "usage not settled in time"
+        settle_usage()
+        time.sleep(0.1)
 
 
 def _price(slug: str) -> Price:
