@@ -299,3 +299,23 @@ def test_a_cost_quota_lowers_the_limit_too(gateway, world, fake, gpt4o):
     assert response.status_code == 200, response.text
     assert response.headers[LOWERED] == "300->120"
     assert fake.requests[-1]["json"]["max_tokens"] == 120
+
+
+@pytest.mark.parametrize(
+    ("type", "model", "sent"),
+    [
+        ("gemini", "gemini-1.5-flash", lambda body: body["generationConfig"]["maxOutputTokens"]),
+        ("anthropic", "claude-3-5-sonnet-latest", lambda body: body["max_tokens"]),
+        ("azure", "gpt-4o-mini", lambda body: body["max_tokens"]),
+    ],
+)
+def test_lowered_limit_reaches_translated_upstreams(gateway, world, fake, type, model, sent):
+    extra = {"api_version": "2024-10-21"} if type == "azure" else {}
+    world.route(world.provider(fake, type=type, **extra), model)
+    body = {"model": model, "max_tokens": 1000, "messages": [{"role": "user", "content": "hello"}]}
+    balance = token_cost(_price(model), prompt_tokens=estimate_prompt_tokens(body), completion_tokens=50)
+    key = world.key(world.user(f"translated-{type}", balance=balance))
+    response = _post(gateway, key, "/v1/chat/completions", body)
+    assert response.status_code == 200, response.text
+    assert response.headers[LOWERED] == "1000->50"
+    assert sent(fake.requests[-1]["json"]) == 50
