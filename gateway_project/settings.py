@@ -91,6 +91,9 @@ try:
     RELAY_CACHE_TTL = get_int("RELAY_CACHE_TTL", 300, minimum=1)
     TRUST_X_FORWARDED_FOR = get_bool("TRUST_X_FORWARDED_FOR", False)
     RELAY_DEFAULT_MAX_TOKENS = get_int("RELAY_DEFAULT_MAX_TOKENS", 4096, minimum=1)
+    # the smallest completion limit the relay lowers a request to when the money left does
+    # not pay for the whole one; below it the request is refused with 402
+    RELAY_MIN_COMPLETION_TOKENS = get_int("RELAY_MIN_COMPLETION_TOKENS", 16, minimum=1)
     RELAY_RESERVATION_TTL = get_int("RELAY_RESERVATION_TTL", 900, minimum=30)
     # seconds: a fetch of an unfinished Midjourney task older than this reads the upstream
     MJ_POLL_INTERVAL = get_int("MJ_POLL_INTERVAL", 3, minimum=0)
@@ -107,6 +110,9 @@ try:
     MJ_IMAGE_PROXY = get_bool("MJ_IMAGE_PROXY", True)
     MJ_IMAGE_MAX_BYTES = get_int("MJ_IMAGE_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
     RELAY_LEASE_SIZE = get_int("RELAY_LEASE_SIZE", 256, minimum=1)
+    # milliseconds between the checkpoints of a worker's open streams (Redis): what a killed
+    # worker's streams are billed from (docs/failure-policy.md)
+    RELAY_CHECKPOINT_MS = get_int("RELAY_CHECKPOINT_MS", 250, minimum=10)
     # the Redis settle lock's expiry; its owner renews it every third of that while it works
     SETTLE_LOCK_TTL = get_int("SETTLE_LOCK_TTL", 5, minimum=2)
     SETTLEMENT_STALE_SECONDS = get_int("SETTLEMENT_STALE_SECONDS", 60, minimum=5)

@@ -56,6 +56,12 @@ WORKER_TTL = 10
 WORKER_BEAT = 2.0
 RECONCILE_RETRY = 1.0  # seconds between attempts to give back failed leases (doubling, to 30)
 RESERVATIONS_KEY = PREFIX + "resv"  # sorted set: request id scored by expiry time
+# Checkpoints of a lease's open streams: hash gw:ck:<lease id>, request id -> "<pending
+# charge>|<counter> <use> ...|<usage event JSON>" as if the stream were cut now (its token
+# and cost counters' use, so the reaper counts it there too). The worker rewrites them every
+# RELAY_CHECKPOINT_MS and deletes a stream's entry in the flush that carries its own event;
+# the reaper turns what a dead worker's lease still has into usage events and charges.
+CHECKPOINT_PREFIX = PREFIX + "ck:"
 
 
 def user_key(user_id: int) -> str:
@@ -102,6 +108,9 @@ class Plan:
     source: object = None  # what the limits came from (the relay's KeyInfo): a lease serves one source
     lease: object = None  # the Redis store's Lease this request took its reservation from
     quotas: tuple = ()  # [quota id, period start, settle] of each quota it counts in (the event's)
+    prompt_tokens: int = 0  # what the estimate is made of: prompt tokens,
+    completion_tokens: int = 0  # completion tokens per choice (the limit the upstream gets)
+    choices: int = 1  # and choices
 
 
 @dataclass(slots=True)
@@ -123,6 +132,7 @@ class Settlement:
 
 
 _UNDONE = frozenset({"tokens", "cost", "release"})  # what releasing an abandoned reservation takes back
+_COUNTED = frozenset({"tokens", "cost"})  # what a stream's checkpoint counts of its use
 
 
 def actual_use(check: Check, tokens: int, cost: int) -> int:
@@ -223,8 +233,14 @@ for i = at + 1, at + n, 1000 do
 end
 at = at + n + 1
 n = tonumber(ARGV[at])
-for i = at + 1, at + 2 * n, 1000 do
-  redis.call('HSET', KEYS[2], unpack(ARGV, i, math.min(i + 999, at + 2 * n)))
+for i = at + 1, at + 2 * n, 2 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 0 then
+    -- the reaper billed this request from its checkpoint (its worker was presumed dead):
+    -- that charge stands, and the hold its late finish adds below is taken back here
+    local user, key, cost = string.match(ARGV[i + 1], '^([^:]*):([^:]*):(.*)$')
+    redis.call('HINCRBY', KEYS[4] .. user, 'held', '-' .. cost)
+    if key ~= '' then redis.call('HINCRBY', KEYS[5] .. key, 'held', '-' .. cost) end
+  end
 end
 at = at + 2 * n + 1
 local leases = tonumber(ARGV[at])
@@ -270,20 +286,66 @@ end
 return gone
 """
 
+# The checkpoints of a worker's open streams, sent in the same batch as (and before) the
+# flush carrying finished requests: ARGV: checkpoint prefix, expiry (s), number of finished
+# streams, (lease id, request id) pairs whose checkpoints go; number of checkpoints, then
+# (lease record key, lease id, request id, "<charge>|<uses>|<event>") each, written only while the
+# lease's record exists (a released lease's streams are no longer the reaper's business).
+_CHECKPOINT = """
+local prefix, ttl = ARGV[1], ARGV[2]
+local n = tonumber(ARGV[3])
+local at = 4
+for _ = 1, n do
+  redis.call('HDEL', prefix .. ARGV[at], ARGV[at + 1])
+  at = at + 2
+end
+n = tonumber(ARGV[at])
+at = at + 1
+for _ = 1, n do
+  if redis.call('EXISTS', ARGV[at]) == 1 then
+    local key = prefix .. ARGV[at + 1]
+    redis.call('HSET', key, ARGV[at + 2], ARGV[at + 3])
+    redis.call('EXPIRE', key, ttl)
+  end
+  at = at + 4
+end
+return n
+"""
+
 # Giving back one reservation: its record says what to undo on each counter and how much
 # money it holds; the record and its entry in the set of reservations go.
 _RELEASE_ONE = """
-local function release(prefix, id)
+local function release(prefix, id, ck, usage, pending)
   local raw = redis.call('GET', prefix .. id)
   if raw then
     local undo = cjson.decode(raw)
     for _, item in ipairs(undo.c) do
       if redis.call('EXISTS', item[1]) == 1 then redis.call('INCRBY', item[1], item[2]) end
     end
-    redis.call('HINCRBY', undo.u, 'held', undo.h)
-    redis.call('HINCRBY', undo.k, 'held', undo.h)
+    local back = tonumber(undo.h)
+    if usage then
+      -- streams in flight on a dead worker: billed from their last checkpoint; each
+      -- charge stays held, as a pending charge, until settlement moves it to the balance
+      local saved = redis.call('HGETALL', ck .. id)
+      for i = 1, #saved, 2 do
+        local value = saved[i + 1]
+        local sep = string.find(value, '|', 1, true)
+        local sep2 = string.find(value, '|', sep + 1, true)
+        local charge = string.sub(value, 1, sep - 1)
+        for counter, use in string.gmatch(string.sub(value, sep + 1, sep2 - 1), '(%S+) (%S+)') do
+          if redis.call('EXISTS', counter) == 1 then redis.call('INCRBY', counter, use) end
+        end
+        redis.call('RPUSH', usage, string.sub(value, sep2 + 1))
+        local cost = tonumber(string.match(charge, ':(%d+)$') or '0')
+        if cost > 0 and redis.call('HSETNX', pending, saved[i], charge) == 1 then back = back + cost end
+      end
+    end
+    local held = string.format('%d', back)
+    redis.call('HINCRBY', undo.u, 'held', held)
+    redis.call('HINCRBY', undo.k, 'held', held)
     redis.call('DEL', prefix .. id)
   end
+  redis.call('DEL', ck .. id)
   redis.call('ZREM', KEYS[1], id)
   return raw and 1 or 0
 end
@@ -295,14 +357,14 @@ _RELEASE_EXPIRED = (
     _RELEASE_ONE
     + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 500)
-for _, id in ipairs(ids) do release(ARGV[2], id) end
+for _, id in ipairs(ids) do release(ARGV[2], id, ARGV[4], ARGV[5], ARGV[6]) end
 local count = #ids
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, 1999)) do
   local raw = redis.call('GET', ARGV[2] .. id)
   if raw then
     local record = cjson.decode(raw)
     if record.w and record.w ~= '' and redis.call('EXISTS', ARGV[3] .. record.w) == 0 then
-      count = count + release(ARGV[2], id)
+      count = count + release(ARGV[2], id, ARGV[4], ARGV[5], ARGV[6])
     end
   end
 end
@@ -311,12 +373,13 @@ return count
 )
 
 # The named reservations only: leases whose flush failed (Redis was unreachable), given
-# back as soon as Redis answers again rather than when they expire.
+# back as soon as Redis answers again rather than when they expire. Their worker lives: its
+# streams' own usage events went to its fallback queue, so their checkpoints just go.
 _RELEASE_IDS = (
     _RELEASE_ONE
     + """
 local released = 0
-for i = 2, #ARGV do released = released + release(ARGV[1], ARGV[i]) end
+for i = 3, #ARGV do released = released + release(ARGV[1], ARGV[i], ARGV[2]) end
 return released
 """
 )
@@ -611,6 +674,11 @@ class _AutoPipeline:
             self._flush()
 
 
+def _checkpointed(future: asyncio.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("writing stream checkpoints failed", extra={"error": repr(future.exception())[:300]})
+
+
 class RedisCounterStore:
     """The counter store on Redis, shared by every worker. Each worker reserves for its
     requests through leases (see ``Lease``): a busy key costs Redis one script call per
@@ -632,6 +700,7 @@ class RedisCounterStore:
         )
         self._reserve = Script(_RESERVE)
         self._sync = Script(_SYNC)
+        self._checkpoint = Script(_CHECKPOINT)
         self._release = self.sync.register_script(_RELEASE_EXPIRED)
         self._release_ids = self.aio.register_script(_RELEASE_IDS)
         self.orphans: set[str] = set()  # ids of leases whose flush failed, to give back
@@ -640,7 +709,9 @@ class RedisCounterStore:
         self.reconciler: asyncio.Task | None = None
         self._settled = self.sync.register_script(_SETTLED)
         # loaded on every (re)connect, so a NOSCRIPT retry cannot reorder a batch
-        self.pipeline = _AutoPipeline(RespClient(url, scripts=(self._reserve, self._sync)), self._collect)
+        self.pipeline = _AutoPipeline(
+            RespClient(url, scripts=(self._reserve, self._sync, self._checkpoint)), self._collect
+        )
         self.lease_size = settings.RELAY_LEASE_SIZE if lease_size is None else lease_size
         self.ttl = settings.RELAY_RESERVATION_TTL
         self.leases: dict[int, Lease] = {}  # key id -> the lease its new requests take from
@@ -652,6 +723,13 @@ class RedisCounterStore:
         self.flushing: set[asyncio.Future] = set()
         self.on_lost = None  # takes usage events whose flush failed (the relay's usage queue)
         self.sweeper = None
+        # open streams: request id -> (plan, a function giving its usage event if it were
+        # cut now, the token count of its last checkpoint); their checkpoints are written
+        # every RELAY_CHECKPOINT_MS and dropped with the finish that flushes their event
+        self.streams: dict[str, list] = {}
+        self.ended: list[str] = []  # lease id, request id, ... of finished streams' checkpoints
+        self.checkpoint_due = False
+        self.checkpointer: asyncio.Task | None = None
 
     # --- requests --------------------------------------------------------------------
 
@@ -740,9 +818,12 @@ class RedisCounterStore:
         """Give back what the request did not use and queue its usage event (and pending
         charge) for the next flush, which follows within ``_AutoPipeline.DEFER``."""
         lease = plan.lease
+        watched = self.streams.pop(plan.rid, None)
         if lease.lost:  # its flush failed: the reaper takes the lease back
             self._lost([event])
             return
+        if watched is not None and watched[2] is not None:  # a checkpoint of it may be in Redis
+            self.ended += (lease.lid, plan.rid)
         lease.give_back(plan, tokens, cost)
         charge = f"{plan.user_id}:{plan.key_id}:{cost}" if cost else None
         self.events.append((lease, orjson.dumps(event), plan.rid, charge))
@@ -752,6 +833,51 @@ class RedisCounterStore:
         # a single reservation gives back what may be wanted at once (a concurrency slot of
         # a tight limit, by this very client's next request): flush now, not within DEFER
         self.pipeline.poke(soon=lease.closing and lease.single)
+
+    def watch(self, plan: Plan, snapshot) -> None:
+        """Checkpoint the open stream of ``plan`` until it finishes: ``snapshot()`` gives its
+        usage event as if it were cut now (None while nothing was produced)."""
+        self.streams[plan.rid] = [plan, snapshot, None]
+        if self.checkpointer is None or self.checkpointer.done():
+            self.checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
+
+    async def _checkpoints(self) -> None:
+        interval = settings.RELAY_CHECKPOINT_MS / 1000
+        while self.streams:
+            await asyncio.sleep(interval)
+            self.checkpoint_due = True
+            self.pipeline.poke(soon=True)
+
+    def _checkpoint_args(self) -> list | None:
+        """The checkpoint script's arguments: finished streams' checkpoints to drop, and the
+        open streams whose counts moved since their last checkpoint."""
+        written: list = []
+        if self.checkpoint_due:
+            self.checkpoint_due = False
+            for rid, entry in self.streams.items():
+                plan, snapshot, last = entry
+                if plan.lease is None or plan.lease.lost:
+                    continue
+                try:
+                    event = snapshot()
+                except Exception:  # a checkpoint must never break the flush
+                    logger.exception("stream checkpoint failed")
+                    continue
+                if event is None or event.tokens == last:
+                    continue
+                entry[2] = event.tokens
+                charge = f"{plan.user_id}:{plan.key_id}:{event.cost}" if event.cost else ""
+                written += (reservation_key(plan.lease.lid), plan.lease.lid, rid)
+                uses = " ".join(
+                    f"{check.key} {actual_use(check, event.tokens, event.cost)}"
+                    for check in plan.checks
+                    if check.settle in _COUNTED
+                )
+                written.append(f"{charge}|{uses}|".encode() + orjson.dumps(event))
+        if not (written or self.ended):
+            return None
+        ended, self.ended = self.ended, []
+        return [CHECKPOINT_PREFIX, self.ttl, len(ended) // 2, *ended, len(written) // 4, *written]
 
     def _retire(self, lease: Lease) -> None:
         """No new request takes from ``lease``; it closes when its last request finishes."""
@@ -788,8 +914,15 @@ class RedisCounterStore:
     # --- the flush -------------------------------------------------------------------
 
     def _collect(self) -> list:
+        batch = []
+        checkpoints = self._checkpoint_args() if self.streams or self.ended else None
+        if checkpoints is not None:
+            # before the flush: a finished stream's checkpoint goes in the same write as its event
+            future = asyncio.get_running_loop().create_future()
+            future.add_done_callback(_checkpointed)
+            batch.append((future, self._checkpoint, [], checkpoints))
         if not (self.events or self.dirty):
-            return []
+            return batch
         finished, self.events = self.events, []
         events = [payload for _, payload, _, _ in finished]
         pending = [part for _, _, rid, charge in finished if charge for part in (rid, charge)]
@@ -803,7 +936,8 @@ class RedisCounterStore:
         future = asyncio.get_running_loop().create_future()
         self.flushing.add(future)
         future.add_done_callback(functools.partial(self._flushed, events, leases, fresh_until))
-        return [(future, self._sync, [USAGE_KEY, PENDING_KEY, RESERVATIONS_KEY], args)]
+        keys = [USAGE_KEY, PENDING_KEY, RESERVATIONS_KEY, PREFIX + "u:", PREFIX + "k:"]
+        return [*batch, (future, self._sync, keys, args)]
 
     def _flushed(
         self, events: list[bytes], leases: list[Lease], fresh_until: float, future: asyncio.Future
@@ -854,7 +988,8 @@ class RedisCounterStore:
         while self.orphans:
             ids = list(self.orphans)
             try:
-                await self._release_ids(keys=[RESERVATIONS_KEY], args=[PREFIX + "r:", *ids])
+                args = [PREFIX + "r:", CHECKPOINT_PREFIX, *ids]
+                await self._release_ids(keys=[RESERVATIONS_KEY], args=args)
             except Exception:
                 await asyncio.sleep(delay)  # still unreachable
                 delay = min(delay * 2, 30.0)
@@ -873,7 +1008,7 @@ class RedisCounterStore:
 
     def busy(self) -> bool:
         """Whether finished requests still wait to reach Redis."""
-        return bool(self.events or self.dirty or self.flushing)
+        return bool(self.events or self.dirty or self.flushing or self.ended)
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Shutdown: give every lease back (what requests in flight hold follows with their
@@ -887,7 +1022,9 @@ class RedisCounterStore:
             self.reconciler.cancel()  # what it did not give back, the reaper will
         if self.beat is not None:
             self.beat.cancel()
-        if self.events or self.dirty:
+        if self.checkpointer is not None:
+            self.checkpointer.cancel()
+        if self.events or self.dirty or self.ended:
             self.pipeline.poke(soon=True)
         deadline = time.monotonic() + timeout
         while self.busy() and time.monotonic() < deadline:
@@ -910,7 +1047,13 @@ class RedisCounterStore:
 
     def release_expired(self, now: float | None = None) -> int:
         return int(
-            self._release(keys=[RESERVATIONS_KEY], args=[now or time.time(), PREFIX + "r:", WORKER_PREFIX])
+            self._release(
+                keys=[RESERVATIONS_KEY],
+                args=[
+                    now or time.time(),
+                    *(PREFIX + "r:", WORKER_PREFIX, CHECKPOINT_PREFIX, USAGE_KEY, PENDING_KEY),
+                ],
+            )
         )
 
     def snapshot_user(self, user_id: int) -> dict:

@@ -58,6 +58,7 @@ class UsageRecord:
     rounds: int = 1
     extra_cost: int = 0
     breakdown: dict = field(default_factory=dict)
+    progress: Callable[[], Usage] | None = None  # a stream's usage so far (its checkpoints)
 
 
 @dataclass(slots=True)
@@ -77,10 +78,40 @@ class Call:
     # what this request needs that an adapter cannot honour: (param, reason) or None
     unsupported: Callable[[Adapter], tuple[str, str] | None] | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (JSON and streams)
+    # (body, field) pairs that carry the completion limit to the upstream, when ``body``
+    # alone does not say it (its max_tokens / max_completion_tokens / max_output_tokens)
+    output_limits: tuple[tuple[dict, str], ...] = ()
     # a request answered by several upstream calls (the gateway's web-search loop): runs
     # instead of one forward, with the forwarder, and fills the record with their sum
     run: Callable[[Forwarder, Context, list[Route], UsageRecord], Awaitable[None]] | None = None
     rounds: int = 1  # the most upstream calls ``run`` may make: the reservation covers them all
+
+
+class StreamProgress:
+    """A stream's usage so far: the upstream's figures where it gave them, else its text
+    counted locally, only the part produced since the last call each time."""
+
+    __slots__ = ("call", "translator", "counted", "completion", "prompt")
+
+    def __init__(self, call: Call, translator: StreamTranslator) -> None:
+        self.call = call
+        self.translator = translator
+        self.counted = 0
+        self.completion = 0
+        self.prompt: int | None = None
+
+    def __call__(self) -> Usage:
+        parts = self.translator.text_parts
+        if len(parts) > self.counted:
+            self.completion += tokens.count_text("".join(parts[self.counted :]))
+            self.counted = len(parts)
+        reported = self.translator.usage
+        if reported is not None and reported.prompt_tokens:
+            self.prompt = reported.prompt_tokens
+        elif self.prompt is None:
+            self.prompt = self.call.count_prompt()
+        completion = max(self.completion, reported.completion_tokens if reported is not None else 0)
+        return Usage(prompt_tokens=self.prompt, completion_tokens=completion)
 
 
 def target_for(route: Route) -> Target:
@@ -299,6 +330,7 @@ class Forwarder:
         self, ctx: Context, call: Call, adapter: Adapter, response, record: UsageRecord, started
     ):
         translator = call.translator(adapter)
+        record.progress = StreamProgress(call, translator)
         await ctx.start_stream(call.headers)
         error = ""
         try:

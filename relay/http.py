@@ -36,6 +36,7 @@ class Context:
     request_bytes: int = 0
     response_started: bool = False
     response_bytes: int = 0
+    extra_headers: tuple = ()  # the pipeline's notes on every response (a lowered max_tokens)
 
     @classmethod
     def from_scope(cls, scope: dict, receive, send) -> Context:
@@ -98,7 +99,11 @@ class Context:
     # --- writing ------------------------------------------------------------------------
 
     def base_headers(self, content_type: bytes) -> list[tuple[bytes, bytes]]:
-        return [(b"content-type", content_type), (b"x-request-id", self.request_id.encode())]
+        return [
+            (b"content-type", content_type),
+            (b"x-request-id", self.request_id.encode()),
+            *self.extra_headers,
+        ]
 
     async def respond(
         self, status: int, body: bytes, *, content_type: bytes = b"application/json", headers=()

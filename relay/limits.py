@@ -7,23 +7,35 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
-from billing.pricing import Price, token_cost
+from billing.pricing import PPM, TOKENS_PER_PRICE_UNIT, Price, token_cost
+from core.money import format_money
 from quotas.amounts import quota_phrase
 from quotas.counters import Check, Plan, Refusal
 from quotas.periods import period_bounds
 
+from . import tokens
 from .config import KeyInfo
 from .errors import RelayError
 
 IMAGE_TOKENS = 1000  # estimate per image part
-CHARS_PER_TOKEN = 3  # conservative: real text averages about 4
+MESSAGE_TOKENS = 3  # OpenAI's framing of each message (and of the reply)
+# Prompts are counted with the shipped cl100k_base tokenizer up to this many characters
+# (0.1-1 ms of the event loop at most, depending on the text); the rest of a longer prompt
+# counts one token per UTF-8 byte, an upper bound (every token is at least one byte). A
+# request refused for money is counted again exactly up to ``FIT_EXACT_CHARS`` before the
+# relay lowers its completion limit or refuses it. Measured in docs/decisions.md.
+EXACT_CHARS = 2048
+FIT_EXACT_CHARS = 32768
+# the completion limits a body may carry, in the order the estimate reads them
+LIMIT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
-def _text_chars(content) -> tuple[int, int]:
-    """(characters of text, number of images) in a message content or block list."""
+def _texts(content, out: list[str]) -> int:
+    """Append the texts of a message content or block list to ``out``; the number of images."""
     if isinstance(content, str):
-        return len(content), 0
-    chars = images = 0
+        out.append(content)
+        return 0
+    images = 0
     if isinstance(content, list):
         for part in content:
             if not isinstance(part, dict):
@@ -32,55 +44,122 @@ def _text_chars(content) -> tuple[int, int]:
             if kind in ("image_url", "image", "input_image", "document", "file"):
                 images += 1
             elif isinstance(part.get("text"), str):
-                chars += len(part["text"])
+                out.append(part["text"])
             elif "content" in part:
-                more, more_images = _text_chars(part["content"])
-                chars += more
-                images += more_images
+                images += _texts(part["content"], out)
             elif kind in ("tool_use", "tool_result") or "input" in part:
-                chars += len(str(part.get("input", "")))
-    return chars, images
+                out.append(str(part.get("input", "")))
+    return images
 
 
-def estimate_prompt_tokens(body: dict) -> int:
-    chars = images = 0
+def count_tokens(texts: list[str], exact: int = EXACT_CHARS) -> int:
+    """Tokens of ``texts``: exact up to ``exact`` characters, one per UTF-8 byte beyond."""
+    text = "\n".join(texts)
+    if len(text) <= exact:
+        return tokens.count_text(text)
+    return tokens.count_text(text[:exact]) + len(text[exact:].encode("utf-8", "replace"))
+
+
+def estimate_prompt_tokens(body: dict, exact: int = EXACT_CHARS) -> int:
+    texts: list[str] = []
+    framing = MESSAGE_TOKENS
+    images = 0
     messages = body.get("messages")
     for message in messages if isinstance(messages, list) else ():
         if isinstance(message, dict):
-            more, more_images = _text_chars(message.get("content"))
-            chars += more + 8
-            images += more_images
+            framing += MESSAGE_TOKENS + 1
+            images += _texts(message.get("content"), texts)
             calls = message.get("tool_calls")
             if isinstance(calls, list):
-                chars += sum(len(str(call)) for call in calls)
-    for name in ("system", "prompt", "input"):
+                texts.extend(str(call) for call in calls)
+    for name in ("system", "instructions", "prompt", "input"):
         value = body.get(name)
         if isinstance(value, str):
-            chars += len(value)
+            texts.append(value)
         elif isinstance(value, list):
             for item in value:
                 if isinstance(item, str):
-                    chars += len(item)
+                    texts.append(item)
                 elif isinstance(item, int):
-                    chars += CHARS_PER_TOKEN  # a token id
+                    framing += 1  # a token id
+                elif isinstance(item, list):
+                    framing += len(item)  # a prompt of token ids
                 else:
-                    more, more_images = _text_chars([item])
-                    chars += more
-                    images += more_images
+                    framing += MESSAGE_TOKENS + 1
+                    images += _texts([item], texts)
     if body.get("tools"):
-        chars += len(str(body["tools"]))
-    return chars // CHARS_PER_TOKEN + 1 + images * IMAGE_TOKENS
+        texts.append(str(body["tools"]))
+    return count_tokens(texts, exact) + framing + images * IMAGE_TOKENS
+
+
+def choices(body: dict) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
+def requested_completion(body: dict, request_type: str, model_max: int | None) -> tuple[int, int | None]:
+    """(completion tokens per choice the request may produce, what the client asked for or
+    None): the client's limit, no more than the model's; without one, the model's maximum
+    (or ``RELAY_DEFAULT_MAX_TOKENS``); 16 for completions, as OpenAI's default."""
+    if request_type == "embedding":
+        return 0, None
+    asked = None
+    for name in LIMIT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            asked = value
+            break
+    if asked is None:
+        allowed = 16 if request_type == "completion" else (model_max or settings.RELAY_DEFAULT_MAX_TOKENS)
+    else:
+        allowed = min(asked, model_max) if model_max else asked
+    return allowed, asked
 
 
 def estimate_completion_tokens(body: dict, request_type: str, model_max: int | None) -> int:
-    if request_type == "embedding":
-        return 0
-    requested = body.get("max_completion_tokens") or body.get("max_tokens")
-    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
-        requested = 16 if request_type == "completion" else (model_max or settings.RELAY_DEFAULT_MAX_TOKENS)
-    n = body.get("n")
-    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
-    return requested * n
+    return requested_completion(body, request_type, model_max)[0] * choices(body)
+
+
+def for_money(refusal: Refusal) -> bool:
+    """Whether ``refusal`` is about money: the balance, the key budget or a cost quota."""
+    return refusal.kind in ("balance", "budget") or (
+        refusal.check is not None and refusal.check.settle == "cost"
+    )
+
+
+def completion_that_fits(
+    plan: Plan, refusal: Refusal, price: Price | None, multiplier: int, *, rounds: int = 1
+) -> int:
+    """The largest completion per choice whose reservation fits the money ``refusal`` says
+    is left (balance, key budget or a cost quota), or -1 when even no completion does;
+    exact: the reservation of that completion never exceeds what is left. ``rounds``: the
+    upstream calls reserved for (a tool loop), each costing what one does."""
+    if not for_money(refusal):
+        return -1
+    money = refusal.remaining // rounds
+    prompt_cost = token_cost(
+        price, prompt_tokens=plan.prompt_tokens, completion_tokens=0, multiplier=multiplier
+    )
+    if money <= 0 or prompt_cost > money:
+        return -1
+    if price is None or not price.output_per_1m or not multiplier:
+        return plan.completion_tokens  # completions cost nothing more
+    per_request = token_cost(price, prompt_tokens=0, completion_tokens=0, multiplier=multiplier)
+    # cost = ceil((prompt x input + completion x output) x multiplier / 10^12) + per_request
+    # <= money  <=>  (prompt x input + completion x output) x multiplier <= (money - per_request) x 10^12
+    prompt_part = plan.prompt_tokens * price.input_per_1m * multiplier
+    room = (money - per_request) * TOKENS_PER_PRICE_UNIT * PPM - prompt_part
+    fits = room // (price.output_per_1m * multiplier * plan.choices)
+    return max(min(fits, plan.completion_tokens), -1)
+
+
+def lower_completion(call, limit: int) -> None:
+    """Send the upstream ``limit`` as the completion limit, in every body of ``call`` that
+    carries one (the client's own fields, or ``max_tokens`` when it set none)."""
+    for body, name in call.output_limits or ((call.body, ""),):
+        present = [field for field in (name,) if field] or [f for f in LIMIT_FIELDS if f in body]
+        for field in present or ["max_tokens"]:
+            body[field] = limit
 
 
 _PERIODS: dict[tuple, tuple[float, float]] = {}
@@ -155,14 +234,28 @@ def _limits(key: KeyInfo, now: float) -> tuple:
 
 
 def build_plan(
-    *, rid: str, key: KeyInfo, body: dict, request_type: str, price: Price | None, model_max: int | None
+    *,
+    rid: str,
+    key: KeyInfo,
+    body: dict,
+    request_type: str,
+    price: Price | None,
+    model_max: int | None,
+    prompt: int | None = None,
+    completion: int | None = None,
 ) -> Plan:
+    """The reservation of a request: its prompt (counted here unless given) and
+    ``completion`` tokens per choice (by default what the request may produce) at the
+    model's prices."""
     now = time.time()
-    prompt = estimate_prompt_tokens(body)
-    completion = estimate_completion_tokens(body, request_type, model_max)
-    est_tokens = prompt + completion
+    if prompt is None:
+        prompt = estimate_prompt_tokens(body)
+    if completion is None:
+        completion = requested_completion(body, request_type, model_max)[0]
+    n = choices(body)
+    est_tokens = prompt + completion * n
     est_cost = token_cost(
-        price, prompt_tokens=prompt, completion_tokens=completion, multiplier=key.multiplier
+        price, prompt_tokens=prompt, completion_tokens=completion * n, multiplier=key.multiplier
     )
     _, fixed, estimated, refs = _limits(key, now)
     checks = list(fixed)
@@ -188,6 +281,9 @@ def build_plan(
         expires_at=now + settings.RELAY_RESERVATION_TTL,
         source=key,
         quotas=refs,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        choices=n,
     )
 
 
@@ -211,18 +307,52 @@ _MESSAGES = {
 }
 
 
-def refusal_error(refusal: Refusal, key: KeyInfo) -> RelayError:
+def _money_message(refusal: Refusal, plan: Plan | None, price: Price | None, model: str, key: KeyInfo) -> str:
+    """What a request refused for money needed, what was left and how to get it through."""
+    if plan is None:  # a request without tokens (a Midjourney task): its fixed price
+        if refusal.kind == "balance":
+            return "Your balance is too low for this request. Top up or redeem a code to continue."
+        return "This API key has reached its budget."
+    where = "your balance" if refusal.kind == "balance" else "this key's budget"
+    minimum = min(settings.RELAY_MIN_COMPLETION_TOKENS, plan.completion_tokens)
+    needed = token_cost(
+        price,
+        prompt_tokens=plan.prompt_tokens,
+        completion_tokens=minimum * plan.choices,
+        multiplier=key.multiplier,
+    )
+    left = format_money(refusal.remaining)
+    what = f"{plan.prompt_tokens} prompt tokens"
+    if plan.completion_tokens:
+        what += f" and at least {minimum} output tokens"
+    advice = "top up or redeem a code" if refusal.kind == "balance" else "ask for a higher key budget"
+    return (
+        f"{where.capitalize()} is too low for this request: {what} of {model or 'this model'} "
+        f"cost up to {format_money(needed)}, and {left} is left (less requests in flight). "
+        f"Shorten the prompt, or {advice}; a lower max_tokens is applied by the gateway "
+        "itself whenever the rest pays for it."
+    )
+
+
+def refusal_error(
+    refusal: Refusal,
+    key: KeyInfo,
+    *,
+    plan: Plan | None = None,
+    price: Price | None = None,
+    model: str = "",
+) -> RelayError:
     if refusal.kind == "balance":
         return RelayError(
             402,
-            "Your balance is too low for this request. Top up or redeem a code to continue.",
+            _money_message(refusal, plan, price, model, key),
             type="insufficient_quota",
             code="insufficient_balance",
         )
     if refusal.kind == "budget":
         return RelayError(
             402,
-            "This API key has reached its budget.",
+            _money_message(refusal, plan, price, model, key),
             type="insufficient_quota",
             code="key_budget_exceeded",
         )

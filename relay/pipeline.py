@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import time
+
+from django.conf import settings
 
 from billing.events import UsageEvent
 from billing.pricing import token_cost
@@ -20,10 +24,22 @@ from .endpoints import Endpoint
 from .errors import RelayError
 from .forward import Forwarder, UsageRecord
 from .http import ClientGone, Context
-from .limits import build_plan, refusal_error, scale_plan
+from .limits import (
+    FIT_EXACT_CHARS,
+    build_plan,
+    completion_that_fits,
+    estimate_prompt_tokens,
+    for_money,
+    lower_completion,
+    refusal_error,
+    requested_completion,
+    scale_plan,
+)
 
 logger = logging.getLogger("relay")
 STORE_RETRY_AFTER = b"2"
+LOWERED_HEADER = b"x-gateway-max-tokens-lowered"
+FIT_ATTEMPTS = 3  # reservations tried with a lower completion limit before answering 402
 
 
 class StoreUnavailable(RelayError):
@@ -51,20 +67,20 @@ class Pipeline:
         try:
             raw = await ctx.read_body()
             call, routes = await endpoint.prepare(ctx, raw, record)
-            wanted = build_plan(
-                rid=ctx.request_id,
-                key=ctx.key,
-                body=call.body,
-                request_type=record.request_type,
-                price=record.price,
-                model_max=call.model_max,
-            )
-            if call.rounds > 1:  # a gateway tool loop: reserve for every round it may take
-                wanted = scale_plan(wanted, call.rounds)
+            allowed, asked = requested_completion(call.body, record.request_type, call.model_max)
+            wanted = _plan(ctx, call, record, completion=allowed)
             refusal = await self._reserve(wanted)
             if refusal is not None:
-                raise refusal_error(refusal, ctx.key)
+                wanted = await self._fit(ctx, call, record, wanted, refusal)
+            limit = asked or allowed
+            if limit > wanted.completion_tokens:
+                # the upstream is sent no higher completion limit than was reserved
+                lower_completion(call, wanted.completion_tokens)
+                ctx.extra_headers = ((LOWERED_HEADER, f"{limit}->{wanted.completion_tokens}".encode()),)
             plan = wanted  # reserved: from here on, the finish settles it
+            if call.stream and self.store.remote:
+                # checkpoints in Redis: a killed worker's stream is billed from its last one
+                self.store.watch(plan, functools.partial(checkpoint_event, ctx, record, plan))
             if call.run is not None:  # several upstream calls (the gateway's tool loop)
                 work = call.run(self.forwarder, ctx, routes, record)
             else:
@@ -88,16 +104,40 @@ class Pipeline:
             raise
         finally:
             event = usage_event(ctx, record)
+            if plan is not None:
+                reserved(event, plan)
             METRICS.observe(event)  # in-process tallies only; exported off the request path
             if plan is None:
                 self.usage.push(event)
             else:
-                if plan.quotas:
-                    event.quotas = plan.quotas  # the periods it counts in, for the settled roll-up
                 # Redis: off the response path, in the worker's next flush (shutdown waits
                 # for it); in process: at once
                 finish = self.store.finish if self.store.remote else self.store.finish_sync
                 finish(plan, tokens=event.tokens, cost=event.cost, event=event)
+
+    async def _fit(self, ctx: Context, call, record: UsageRecord, plan, refusal):
+        """Refused for money (balance, key budget, a cost quota): reserve the largest
+        completion that what is left pays for instead, down to a minimal answer, or answer
+        the refusal with what was needed. Only refused requests pay these round trips."""
+        minimum = min(settings.RELAY_MIN_COMPLETION_TOKENS, plan.completion_tokens)
+        wanted = plan
+        if for_money(refusal) and refusal.remaining > 0:
+            # a long prompt's count was a bound: count it exactly now that it matters
+            exact = estimate_prompt_tokens(call.body, FIT_EXACT_CHARS)
+            if exact < plan.prompt_tokens:
+                plan = wanted = _plan(ctx, call, record, prompt=exact, completion=plan.completion_tokens)
+                refusal = await self._reserve(wanted)
+                if refusal is None:
+                    return wanted
+        for _ in range(FIT_ATTEMPTS):
+            fits = completion_that_fits(wanted, refusal, record.price, ctx.key.multiplier, rounds=call.rounds)
+            if fits < minimum or fits >= wanted.completion_tokens:
+                break
+            wanted = _plan(ctx, call, record, prompt=plan.prompt_tokens, completion=fits)
+            refusal = await self._reserve(wanted)
+            if refusal is None:
+                return wanted
+        raise refusal_error(refusal, ctx.key, plan=plan, price=record.price, model=call.model)
 
     async def _reserve(self, plan):
         """The counter store's verdict; its outage is a 503 the client may retry, never a
@@ -143,6 +183,50 @@ class Pipeline:
             logger.warning("stream ended with an error after the client left", exc_info=True)
         if record.status_code < 400:
             record.status_code = 499  # nginx's "client closed request"
+
+
+CHECKPOINT_ERROR = "The gateway worker stopped mid-stream; billed from the stream's last checkpoint."
+
+
+def reserved(event: UsageEvent, plan) -> UsageEvent:
+    """``event`` settled against its reservation ``plan``."""
+    if event.cost > plan.est_cost:
+        # an upstream that produced more than the limit it was sent (or a prompt longer
+        # than counted) is charged what was reserved, never more: the reservation is what
+        # the balance and the budget were checked against
+        event.cost = plan.est_cost
+    if plan.quotas:
+        event.quotas = plan.quotas  # the periods it counts in, for the settled roll-up
+    return event
+
+
+def checkpoint_event(ctx: Context, record: UsageRecord, plan) -> UsageEvent | None:
+    """The usage event of a stream as if it were cut now (None before it produced
+    anything): what the reaper bills if this worker dies before the stream ends."""
+    if record.progress is None:
+        return None
+    usage = record.progress()
+    if not usage.completion_tokens:
+        return None
+    cut = dataclasses.replace(
+        record, usage=usage, usage_estimated=True, status_code=502, error=CHECKPOINT_ERROR
+    )
+    return reserved(usage_event(ctx, cut), plan)
+
+
+def _plan(ctx: Context, call, record: UsageRecord, **tokens):
+    """The reservation of this request (``tokens``: its prompt and completion, if known;
+    a gateway tool loop reserves for every round it may take)."""
+    plan = build_plan(
+        rid=ctx.request_id,
+        key=ctx.key,
+        body=call.body,
+        request_type=record.request_type,
+        price=record.price,
+        model_max=call.model_max,
+        **tokens,
+    )
+    return scale_plan(plan, call.rounds) if call.rounds > 1 else plan
 
 
 def usage_event(ctx: Context, record: UsageRecord) -> UsageEvent:

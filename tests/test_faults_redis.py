@@ -14,6 +14,7 @@ import time
 from urllib.parse import urlparse
 
 import httpx
+import orjson
 import pytest
 import redis
 from django.conf import settings
@@ -200,8 +201,11 @@ def test_a_killed_workers_slots_come_back_within_thirty_seconds(gateway, world, 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # 30 s of answer: still in flight when the worker is killed, even on a loaded machine where
+    # the first chunk reaches the test seconds late (9 chunks of 0.5 s sometimes had all come)
+    slow = orjson.dumps({"chunk_delay": 0.5, "reply": " ".join(["slow"] * 60)}).decode()
     body = {"model": "gpt-4o-mini", "stream": True,
-            "messages": [{"role": "user", "content": '[[fake:{"chunk_delay": 0.5}]] go'}]}  # fmt: skip
+            "messages": [{"role": "user", "content": f"[[fake:{slow}]] go"}]}  # fmt: skip
     try:
         _wait_http(f"http://127.0.0.1:{port}/health")
         with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
@@ -222,3 +226,113 @@ def test_a_killed_workers_slots_come_back_within_thirty_seconds(gateway, world, 
         time.sleep(2)
     assert answer is not None and answer.status_code == 200, answer.text
     assert time.monotonic() - killed < 30
+
+
+def test_a_killed_workers_streams_are_billed_from_their_checkpoints(gateway, world, fake):
+    """kill -9 of a gunicorn worker with 12 streams in flight (and 8 that ended before):
+    the reaper turns the checkpoints of the dead worker's streams into usage events, so at
+    least 99 % of the tokens the upstream produced for them are billed; every request is
+    billed exactly once (a stream that ended normally is never billed again from its
+    checkpoint) and the money held in Redis for them all is free again once settled."""
+    import os
+    import signal
+    import sys
+    import threading
+    from pathlib import Path
+
+    from billing.models import BillingRecord
+    from quotas.counters import get_store
+    from relay.pipeline import CHECKPOINT_ERROR
+    from tests.test_billing import _database_url, _free_port, _wait_http
+
+    world.route(world.provider(fake))
+    user = world.user("killed-streams", balance=10**9)
+    key = world.key(user)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DB_POOL_MAX": "0",
+        "RELAY_CHECKPOINT_MS": "20",
+    }
+    root = Path(__file__).resolve().parent.parent
+    master = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "gateway_project.asgi:application", "--workers", "1",
+         "--bind", f"127.0.0.1:{port}"],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    short = {"chunk_delay": 0.01, "reply": " ".join(["short"] * 20)}
+    long = {"chunk_delay": 0.04, "reply": " ".join(["long"] * 1000)}  # 40 s: cut by the kill
+    ids: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def stream(kind: str) -> None:
+        directive = orjson.dumps(short if kind == "short" else long).decode()
+        body = {
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": f"[[fake:{directive}]] go"}],
+        }
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        headers = {"authorization": f"Bearer {key}"}
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            httpx.stream("POST", url, json=body, headers=headers, timeout=60) as response,
+        ):
+            with lock:
+                ids[response.headers["x-request-id"]] = kind
+            for _ in response.iter_bytes():
+                pass
+
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/health")
+        threads = [threading.Thread(target=stream, args=("short",)) for _ in range(8)]
+        threads += [threading.Thread(target=stream, args=("long",)) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        # the short ones ended, the long ones are about 300 tokens in: what a checkpoint
+        # misses (the last RELAY_CHECKPOINT_MS, a chunk in the dead worker's socket buffer)
+        # is then well under 1 %
+        time.sleep(12)
+        worker = int(Path(f"/proc/{master.pid}/task/{master.pid}/children").read_text().split()[0])
+        os.kill(worker, signal.SIGKILL)
+        killed = time.monotonic()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        master.send_signal(signal.SIGKILL)
+        master.wait(timeout=10)
+    assert sorted(ids.values()) == ["long"] * 12 + ["short"] * 8
+
+    store = get_store()
+    logs = {}
+    while time.monotonic() - killed < 30:
+        store.release_expired()  # as Celery beat does every 10 s
+        settle_usage()
+        logs = {log.request_id: log for log in UsageLog.objects.filter(request_id__in=list(ids))}
+        if len(logs) == len(ids):
+            break
+        time.sleep(1)
+    assert set(logs) == set(ids)
+    produced = sum(
+        r["chunks_sent"] for r in fake.requests if r["json"]["messages"][0]["content"].count("long") > 10
+    )
+    cut = [logs[rid] for rid, kind in ids.items() if kind == "long"]
+    billed = sum(log.completion_tokens for log in cut)
+    assert {log.error for log in cut} == {CHECKPOINT_ERROR}
+    assert produced > 12 * 200
+    assert billed >= 0.99 * produced, (billed, produced)
+    assert billed <= produced
+    assert all(
+        logs[rid].completion_tokens == 20 and logs[rid].status_code == 200
+        for rid, kind in ids.items()
+        if kind == "short"
+    )
+    # each request charged once, and nothing stays held in Redis for any of them
+    charges = BillingRecord.objects.filter(user=user, kind="usage")
+    assert sorted(charges.values_list("request_id", flat=True)) == sorted(ids)
+    user.refresh_from_db()
+    assert user.balance == 10**9 - sum(log.cost for log in logs.values())
+    assert store.snapshot_user(user.id).get("held", 0) == 0

@@ -98,18 +98,33 @@ def test_a_failed_search_is_not_billed(priced, fake, searxng):  # noqa: F811
 
 
 def test_the_reservation_covers_every_round(priced, fake, searxng, settings):  # noqa: F811
-    """A balance that covers one round's estimate but not max_rounds + 1 of them is
-    refused up front: the loop would overdraw it."""
+    """A balance that covers one round's estimate but not max_rounds + 1 of them: the loop
+    goes upstream with the completion limit that max_rounds + 1 rounds can pay for (the
+    budgets rule), every round with that limit; too little for even a minimal answer in
+    every round is a 402 up front. Without the round multiplier the limit stays 1000."""
     user, client = priced
     settings.WEB_SEARCH_MAX_ROUNDS = 5
     messages = [{"role": "user", "content": "python?"}]
-    # the estimate of one round: 6 prompt tokens + max_tokens 1000 completion -> ~2 million nanos
+    # one round: ~6 prompt tokens + 1000 completion -> ~2 million nanos; six: ~12 million
     type(user).objects.filter(pk=user.pk).update(balance=to_nanos("0.005"))
     from relay.config import bump_version
 
     bump_version()
-    plain = client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=1000)
-    assert plain.choices[0].message.content  # one round fits
+    plain = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=messages, max_tokens=1000
+    )
+    assert "x-gateway-max-tokens-lowered" not in plain.headers  # one round fits as asked
+    fake.reset()
+    fake.script(SEARCH, {"reply": "Python is a language."})
+    searched = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=messages, max_tokens=1000, extra_body={"web_search": True}
+    )
+    asked, lowered = searched.headers["x-gateway-max-tokens-lowered"].split("->")
+    assert asked == "1000" and 0 < int(lowered) <= to_nanos("0.005") // 6 // 2_000
+    assert [r["json"]["max_tokens"] for r in fake.requests] == [int(lowered)] * 2
+
+    type(user).objects.filter(pk=user.pk).update(balance=to_nanos("0.0001"))
+    bump_version()
     with pytest.raises(openai.APIStatusError) as refused:
         client.chat.completions.create(
             model="gpt-4o-mini", messages=messages, max_tokens=1000, extra_body={"web_search": True}

@@ -322,6 +322,7 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         count_prompt=count_prompt,
         unsupported=check_chat,
         headers=headers,
+        output_limits=((passthrough, "max_output_tokens"), *(((chat, "max_tokens"),) if chat else ())),
     )
     if backend is not None:
 
