@@ -57,6 +57,9 @@ class UsageRecord:
     # usage log's list of rounds and searches with their costs
     rounds: int = 1
     extra_cost: int = 0
+    # what the pipeline reserved for a tool loop: (cost in nanos, completion tokens a round);
+    # the loop spends no more than that (it ends early rather than overdraw it)
+    allowance: tuple[int, int] | None = None
     breakdown: dict = field(default_factory=dict)
     progress: Callable[[], Usage] | None = None  # a stream's usage so far (its checkpoints)
 

@@ -82,6 +82,7 @@ class Pipeline:
                 # checkpoints in Redis: a killed worker's stream is billed from its last one
                 self.store.watch(plan, functools.partial(checkpoint_event, ctx, record, plan))
             if call.run is not None:  # several upstream calls (the gateway's tool loop)
+                record.allowance = (plan.est_cost, plan.completion_tokens)
                 work = call.run(self.forwarder, ctx, routes, record)
             else:
                 work = self.forwarder.forward(ctx, call, routes, record)

@@ -6,6 +6,7 @@ creates the search price."""
 from __future__ import annotations
 
 import io
+import json
 
 import openai
 import pytest
@@ -97,6 +98,38 @@ def test_a_failed_search_is_not_billed(priced, fake, searxng):  # noqa: F811
     assert log.breakdown["searches"][0]["error"] == "unavailable" and log.breakdown["search_cost"] == 0
 
 
+def test_the_loop_spends_no_more_than_it_reserved(priced, fake, searxng, settings):  # noqa: F811
+    """A model that searches every round would run 5 searches ($0.05) against a reservation
+    of 6 rounds x (prompt + 3,000 completion tokens) (~$0.036): the loop stops searching
+    when the rest would not pay for a search and the answering round, so the charge is every
+    round and search exactly, never cut down to the reservation (that would be a lost
+    charge). Without the guard the charge was capped at the reservation."""
+    user, client = priced
+    settings.WEB_SEARCH_MAX_ROUNDS = 5
+    before = user.balance
+    loop = json.dumps({"tool_call": {"name": "search", "arguments": {"query": "again"}}, "reply": "Done."})
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": f"loop [[fake:{loop}]]"}],
+        max_tokens=3000,
+        extra_body={"web_search": True},
+    )
+    assert raw.parse().choices[0].message.content == "Done."
+    log = wait_usage(raw.headers["x-request-id"])
+    searched = log.breakdown["searches_billed"]
+    assert 0 < searched < 5 and len(searxng.requests) == searched
+    refused = [s for s in log.breakdown["searches"] if s["error"] == "max_uses_exceeded"]
+    assert refused, "the model was told the searches are used up"
+    told = [m["content"] for r in fake.requests for m in r["json"]["messages"] if m["role"] == "tool"]
+    assert any("what this request may spend is used up" in text for text in told)
+    expected = token_cost(fake.requests) + searched * SEARCH_PRICE
+    user.refresh_from_db()
+    assert log.cost == expected and before - user.balance == expected
+    # and within what was reserved: six rounds of the first round's prompt and 3,000 tokens
+    first_prompt = fake.requests[0]["usage"]["prompt_tokens"]
+    assert expected <= 6 * (first_prompt * 1_000 + 3000 * 2_000) + 6 * 200_000  # prompts grow a little
+
+
 def test_the_reservation_covers_every_round(priced, fake, searxng, settings):  # noqa: F811
     """A balance that covers one round's estimate but not max_rounds + 1 of them: the loop
     goes upstream with the completion limit that max_rounds + 1 rounds can pay for (the
@@ -123,8 +156,11 @@ def test_the_reservation_covers_every_round(priced, fake, searxng, settings):  #
     assert asked == "1000" and 0 < int(lowered) <= to_nanos("0.005") // 6 // 2_000
     assert [r["json"]["max_tokens"] for r in fake.requests] == [int(lowered)] * 2
 
-    type(user).objects.filter(pk=user.pk).update(balance=to_nanos("0.0001"))
-    bump_version()
+    wait_usage(searched.headers["x-request-id"])  # settled: then the balance is cut to $0.0001
+    user.refresh_from_db()
+    from accounts.services import user_adjust_balance
+
+    user_adjust_balance(user=user, amount=to_nanos("0.0001") - user.balance)  # a ledger row: mirrored
     with pytest.raises(openai.APIStatusError) as refused:
         client.chat.completions.create(
             model="gpt-4o-mini", messages=messages, max_tokens=1000, extra_body={"web_search": True}

@@ -32,9 +32,11 @@ from ..config import CONFIG, Route
 from ..errors import RelayError
 from ..forward import Call, Forwarder, UsageRecord
 from ..http import Context
+from ..tokens import count_chat_prompt, count_text
 from .chat_stream import KEEP_ALIVE, ChatStreamSink
 
 SEARCH_PRICE_MODEL = "web_search"  # its per_request price is the price of one search
+SPENT = "no more searches: what this request may spend is used up; answer with what you have"
 
 TOOLS = [
     {
@@ -194,6 +196,16 @@ class Tools:
         self.server = server
         self.sources: dict[str, str] = {}
         self.searches: list[Search] = []  # in the order the model asked for them
+        self.affordable: int | None = None  # searches the request's reservation still pays for
+
+    def _afford(self) -> bool:
+        """Take one search from what the reservation still pays for (None: no limit)."""
+        if self.affordable is None:
+            return True
+        if self.affordable <= 0:
+            return False
+        self.affordable -= 1
+        return True
 
     @property
     def performed(self) -> int:
@@ -217,6 +229,9 @@ class Tools:
                 find = self.backend.search if name == "search" else self.backend.news
                 search = Search(call_id, query)
                 self.searches.append(search)
+                if not self._afford():
+                    search.error = "max_uses_exceeded"
+                    return self._error(SPENT)
                 results = search.results = await find(query)
                 search.done = True
                 for result in results:
@@ -236,6 +251,9 @@ class Tools:
             search.error = "invalid_tool_input"
         elif server.max_uses is not None and self._sent() > server.max_uses:
             search.error = "max_uses_exceeded"
+        elif not self._afford():
+            search.error = "max_uses_exceeded"
+            return self._error(f"{search.error}: {SPENT}")
         else:
             try:
                 found = await self.backend.search(search.query)
@@ -381,9 +399,11 @@ async def run(
             translator=present.stream() if present is not None and present.stream else None,
             ping=present.keepalive if present is not None else KEEP_ALIVE,
         )
+    budget = _Budget(ctx, record, answered, tools, search_price)
     try:
         for number in range(rounds + 1):
-            last = number == rounds
+            # the last round: the most rounds, or the reservation pays for no more with tools
+            last = number == rounds or (number > 0 and not budget.pays_for(messages, client_tools + ours))
             round_body = _round_body(body, messages, client_tools if last else client_tools + ours)
             call = make_call(round_body)
             round_record = UsageRecord(
@@ -440,6 +460,7 @@ async def run(
                     await sink.finish(kept, annotate(sink.text, tools.sources), usage, prefix=prefix)
                 return
             messages.append({"role": "assistant", "content": text, "tool_calls": mine})
+            tools.affordable = budget.searches_left(messages, client_tools)
             before = len(tools.searches)
             outputs = await asyncio.gather(
                 *(
@@ -461,6 +482,43 @@ async def run(
         if sink is not None:
             sink.stop()
         _bill(ctx, record, answered, tools, search_price)
+
+
+class _Budget:
+    """What the pipeline reserved for the loop, against what it spent so far: a round or a
+    search the rest does not pay for is not started (the loop answers with what it has)."""
+
+    def __init__(self, ctx: Context, record: UsageRecord, answered: list[dict], tools: Tools, price) -> None:
+        self.allowance = record.allowance
+        self.price = record.price
+        self.multiplier = ctx.key.multiplier if ctx.key is not None else PPM
+        self.answered = answered
+        self.tools = tools
+        one = token_cost(price, prompt_tokens=0, completion_tokens=0, multiplier=self.multiplier)
+        self.search = one if price else 0
+
+    def _spent(self) -> int:
+        return sum(r["cost"] for r in self.answered) + self.tools.performed * self.search
+
+    def _next_round(self, messages: list, tools: list) -> int:
+        """The most the next round can cost: its prompt counted (an upper bound beyond the
+        tokenizer's exact range) and the completion limit it is sent."""
+        prompt = count_chat_prompt({"messages": messages}) + count_text(orjson.dumps(tools).decode())
+        return token_cost(
+            self.price, prompt_tokens=prompt, completion_tokens=self.allowance[1], multiplier=self.multiplier
+        )
+
+    def pays_for(self, messages: list, tools: list) -> bool:
+        if self.allowance is None:
+            return True
+        return self._spent() + self._next_round(messages, tools) <= self.allowance[0]
+
+    def searches_left(self, messages: list, tools: list) -> int | None:
+        """Searches the rest pays for, keeping the cost of the answering round in hand."""
+        if self.allowance is None or not self.search:
+            return None
+        room = self.allowance[0] - self._spent() - self._next_round(messages, tools)
+        return max(room // self.search, 0)
 
 
 def _round_cost(ctx: Context, round_record: UsageRecord) -> dict:
