@@ -35,6 +35,7 @@ class Context:
     key: KeyInfo | None = None
     request_bytes: int = 0
     response_started: bool = False
+    response_ended: bool = False  # the last byte of the response was handed to the server
     response_bytes: int = 0
     extra_headers: tuple = ()  # the pipeline's notes on every response (a lowered max_tokens)
 
@@ -129,6 +130,7 @@ class Context:
         self.response_bytes += len(data)
 
     async def end_stream(self, data: bytes = b"") -> None:
+        self.response_ended = True
         await self.send({"type": "http.response.body", "body": data, "more_body": False})
         self.response_bytes += len(data)
 

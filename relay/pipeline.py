@@ -170,9 +170,11 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait({task})
             raise
-        if task in done:
+        if task in done or ctx.response_ended:
+            # a client that leaves after the last byte (it read the whole stream) does not
+            # cut the request short: the forwarder finishes its accounting undisturbed
             watcher.cancel()
-            task.result()  # re-raise the handler's error, if any
+            await task  # re-raise the handler's error, if any
             return
         task.cancel()
         record.client_disconnected = True
