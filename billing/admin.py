@@ -2,7 +2,8 @@ import csv
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import StreamingHttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
@@ -11,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 from core.admin import MoneyAdminMixin
 from core.fields import MoneyFormField
 from core.money import decimal_str, format_money, format_price
+from providers.models import Model
 
 from . import reports, selectors, services
 from .models import BillingRecord, DailyUsage, ModelPrice, RedemptionCode, UsageLog
@@ -30,6 +32,7 @@ class ReadOnlyAdmin(MoneyAdminMixin, admin.ModelAdmin):
 
 
 PRICE_AMOUNTS = ("input_per_1m", "output_per_1m", "cached_input_per_1m", "per_request")
+BULK_ROWS = 200  # models in one bulk-editor page (narrow it with ?q=)
 
 
 class ModelPriceForm(forms.ModelForm):
@@ -63,6 +66,26 @@ class ModelPriceForm(forms.ModelForm):
                 "This version has ended and requests were billed with it: add a new price instead."
             )
         return cleaned
+
+
+class BulkPriceForm(forms.Form):
+    """One model's row in the bulk price editor: amounts in currency, as on a price."""
+
+    model = forms.IntegerField(widget=forms.HiddenInput)
+    input_per_1m = MoneyFormField(label="input per 1M")
+    output_per_1m = MoneyFormField(label="output per 1M")
+    cached_input_per_1m = MoneyFormField(label="cached input per 1M")
+    per_request = MoneyFormField(label="per request")
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in PRICE_AMOUNTS:
+            if (cleaned.get(name) or 0) < 0:
+                self.add_error(name, "A price cannot be negative.")
+        return cleaned
+
+
+BulkPriceFormSet = forms.formset_factory(BulkPriceForm, extra=0)
 
 
 @admin.register(ModelPrice)
@@ -121,6 +144,52 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
     def delete_model(self, request, obj):
         services.model_price_delete(price=obj)
+
+    def get_urls(self):
+        bulk = path("bulk/", self.admin_site.admin_view(self.bulk_view), name="billing_modelprice_bulk")
+        return [bulk, *super().get_urls()]
+
+    def bulk_view(self, request):
+        """Every model's price in force, editable in one table: the rows whose amounts
+        changed get a new version effective now (``model_prices_set``), the rest stay."""
+        if not self.has_change_permission(request) or not self.has_add_permission(request):
+            raise PermissionDenied
+        query = request.GET.get("q", "").strip()
+        models = Model.objects.exclude(status=Model.Status.DISABLED).order_by("slug")
+        if query:
+            models = models.filter(slug__icontains=query)
+        models = list(models[:BULK_ROWS])
+        current = selectors.prices_in_force(model_ids=[model.pk for model in models])
+        initial = [
+            {"model": model.pk, **{name: getattr(current.get(model.pk), name, 0) for name in PRICE_AMOUNTS}}
+            for model in models
+        ]
+        formset = BulkPriceFormSet(request.POST or None, initial=initial)
+        if request.method == "POST" and formset.is_valid():
+            by_pk = {model.pk: model for model in models}
+            changes = {
+                by_pk[form.cleaned_data["model"]]: {name: form.cleaned_data[name] for name in PRICE_AMOUNTS}
+                for form in formset.forms
+                if form.has_changed() and form.cleaned_data.get("model") in by_pk
+            }
+            if changes:
+                note = f"bulk edit by {request.user.username}"
+                services.model_prices_set(amounts_by_model=changes, note=note)
+            names = ", ".join(sorted(model.slug for model in changes)) or "none"
+            self.message_user(request, f"New prices effective now for {len(changes)} model(s): {names}.")
+            return HttpResponseRedirect(request.get_full_path())
+        slugs = {model.pk: model.slug for model in models}
+        rows = [(slugs[form.initial["model"]], current.get(form.initial["model"]), form) for form in formset]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Edit prices in bulk",
+            "opts": self.model._meta,
+            "formset": formset,
+            "rows": rows,
+            "query": query,
+            "limit": BULK_ROWS,
+        }
+        return TemplateResponse(request, "admin/billing/modelprice/bulk.html", context)
 
     def delete_queryset(self, request, queryset):
         for price in queryset:

@@ -23,7 +23,7 @@ from keys.models import APIKey
 
 from .events import UsageEvent
 from .models import BillingRecord, DailyUsage, ModelPrice, RedemptionCode, UsageLog
-from .selectors import model_price_billed
+from .selectors import model_price_billed, prices_in_force
 
 logger = logging.getLogger(__name__)
 
@@ -407,6 +407,23 @@ def model_price_replace(
         effective_until=old_end if old_end is not None and old_end > effective_from else None,
         note=note,
     )
+
+
+@transaction.atomic
+def model_prices_set(*, amounts_by_model: dict, note: str = "") -> list[ModelPrice]:
+    """New amounts for several models at once (the console's bulk price editor), each a new
+    version effective now: the version in force ends now and keeps its history; a model
+    without a price gets its first."""
+    now = timezone.now()
+    current = prices_in_force(model_ids=[model.pk for model in amounts_by_model], now=now)
+    published = []
+    for model, amounts in amounts_by_model.items():
+        price = current.get(model.pk)
+        if price is None:
+            published.append(model_price_create(model=model, **amounts, effective_from=now, note=note))
+        else:
+            published.append(model_price_replace(price=price, amounts=amounts, effective_from=now, note=note))
+    return published
 
 
 def model_price_delete(*, price: ModelPrice) -> None:

@@ -266,3 +266,54 @@ def test_a_billed_price_cannot_be_deleted_in_the_console(console, alice):
     assert ModelPrice.objects.count() == 2
     console.post("/admin/billing/modelprice/", {**bulk, "_selected_action": [unused.pk]})
     assert list(ModelPrice.objects.values_list("pk", flat=True)) == [billed.pk]
+
+
+# --- bulk price editor -----------------------------------------------------------------------
+
+
+def _bulk_post(page_rows: list[dict]) -> dict:
+    data = {"form-TOTAL_FORMS": str(len(page_rows)), "form-INITIAL_FORMS": str(len(page_rows))}
+    for index, row in enumerate(page_rows):
+        data.update({f"form-{index}-{name}": value for name, value in row.items()})
+    return data
+
+
+def test_bulk_price_editor_publishes_new_versions_only_for_changed_rows(console, alice):
+    billed = factories.PriceFactory(model=factories.ModelFactory(slug="a-billed"))  # $0.15 / $0.60
+    usage_log(alice, price=billed)
+    unpriced = factories.ModelFactory(slug="b-unpriced")
+    untouched = factories.PriceFactory(model=factories.ModelFactory(slug="c-untouched"))
+    url = "/admin/billing/modelprice/bulk/"
+    assert url in console.get("/admin/billing/modelprice/").content.decode()  # the link to it
+    page = _text(console.get(url))
+    assert "no price: free" in page and 'value="0.15"' in page and 'value="0.6"' in page
+    rows = [
+        {"model": billed.model_id, "input_per_1m": "0.2", "output_per_1m": "0.6",
+         "cached_input_per_1m": "0.075", "per_request": "0"},
+        {"model": unpriced.pk, "input_per_1m": "2.50", "output_per_1m": "10",
+         "cached_input_per_1m": "1.25", "per_request": "0"},
+        {"model": untouched.model_id, "input_per_1m": "0.15", "output_per_1m": "0.6",
+         "cached_input_per_1m": "0.075", "per_request": "0"},
+    ]  # fmt: skip
+    response = console.post(url, _bulk_post(rows), follow=True)
+    assert "New prices effective now for 2 model(s): a-billed, b-unpriced." in _text(response)
+    old, new = ModelPrice.objects.filter(model=billed.model).order_by("effective_from", "id")
+    assert old.pk == billed.pk and old.input_per_1m == to_nanos("0.15"), "billed amounts are history"
+    assert old.effective_until is not None and old.effective_until <= new.effective_from
+    assert (new.input_per_1m, new.output_per_1m) == (to_nanos("0.2"), to_nanos("0.6"))
+    (first,) = ModelPrice.objects.filter(model=unpriced)
+    assert (first.input_per_1m, first.output_per_1m, first.cached_input_per_1m) == (
+        to_nanos("2.5"), to_nanos("10"), to_nanos("1.25"),
+    )  # fmt: skip
+    assert list(ModelPrice.objects.filter(model=untouched.model)) == [untouched]
+    untouched.refresh_from_db()
+    assert untouched.effective_until is None
+
+
+def test_bulk_price_editor_refuses_negative_amounts_and_changes_nothing(console):
+    price = factories.PriceFactory(model=factories.ModelFactory(slug="a-model"))
+    row = {"model": price.model_id, "input_per_1m": "-1", "output_per_1m": "0.6",
+           "cached_input_per_1m": "0.075", "per_request": "0"}  # fmt: skip
+    response = console.post("/admin/billing/modelprice/bulk/", _bulk_post([row]))
+    assert response.status_code == 200 and "A price cannot be negative." in _text(response)
+    assert list(ModelPrice.objects.all()) == [price]
