@@ -13,6 +13,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Max, ProtectedError
@@ -35,6 +36,30 @@ _LOG_FIELDS = (
 )  # fmt: skip
 
 
+def _storable(value):
+    """``value`` with NUL characters replaced: PostgreSQL refuses them in text and JSON, and
+    one such row (a model name or a search query a client or a model sent) would fail the
+    whole settlement batch again and again."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
+def _storable_event(event: UsageEvent) -> UsageEvent:
+    for name in event.__slots__:
+        value = getattr(event, name)
+        if isinstance(value, str):
+            if "\x00" in value:
+                setattr(event, name, _storable(value))
+        elif isinstance(value, dict | list | tuple) and b"\\u0000" in orjson.dumps(value):
+            setattr(event, name, _storable(value))
+    return event
+
+
 def _usage_log(event: UsageEvent) -> UsageLog:
     log = UsageLog(
         request_id=event.request_id,
@@ -43,7 +68,7 @@ def _usage_log(event: UsageEvent) -> UsageLog:
         api_key_id=event.key_id,
         provider_id=event.provider_id,
         price_id=event.price_id,
-        **{name: getattr(event, name) for name in _LOG_FIELDS if getattr(event, name) is not None},
+        **{name: _storable(getattr(event, name)) for name in _LOG_FIELDS if getattr(event, name) is not None},
     )
     log.total_tokens = log.prompt_tokens + log.completion_tokens
     log.error = (log.error or "")[:2000]
@@ -56,7 +81,7 @@ def usage_settle_batch(*, events: list[UsageEvent | dict]) -> int:
     store releases each pending charge once."""
     from quotas.counters import Settlement, get_store
 
-    events = [UsageEvent.coerce(e) for e in events]
+    events = [_storable_event(UsageEvent.coerce(e)) for e in events]
     settlement = Settlement(charges=[])
     fresh = _settle_in_database(events, settlement)
     settlement.charges = [

@@ -95,6 +95,25 @@ def test_settlement_is_idempotent():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_nul_characters_in_an_event_do_not_stop_settlement():
+    """A model name, an error or a search query with a NUL character (a client's or a
+    model's): PostgreSQL refuses NUL in text and JSON, so one such event failed the whole
+    batch on every retry; it is stored with U+FFFD instead, and charged once."""
+    user = factories.UserFactory(balance=to_nanos("1"))
+    odd = _event(user, cost=100, model="gpt\x00x")
+    odd["error"] = "bad\x00error"
+    odd["providers_tried"] = [{"provider": "p\x00", "error": "e\x00"}]
+    odd["breakdown"] = {"searches": [{"query": "q\x00"}]}
+    assert services.usage_settle_batch(events=[odd, _event(user, cost=50)]) == 2
+    log = UsageLog.objects.get(request_id=odd["request_id"])
+    assert log.model_requested == "gpt\ufffdx" and log.error == "bad\ufffderror"
+    assert log.providers_tried == [{"provider": "p\ufffd", "error": "e\ufffd"}]
+    assert log.breakdown == {"searches": [{"query": "q\ufffd"}]}
+    user.refresh_from_db()
+    assert user.balance == to_nanos("1") - 150
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_batch_that_fails_midway_charges_nothing_and_replays_once():
     user = factories.UserFactory(balance=to_nanos("1"))
     good = _event(user, cost=100)

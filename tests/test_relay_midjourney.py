@@ -387,6 +387,9 @@ def test_errors_in_midjourney_shape(world, mj):
                 3,
             ),
             (client.post("/mj/task/list-by-condition", json={"ids": "x"}), 400, 4),
+            # PostgreSQL stores no NUL: refused up front (the fuzz test found a 500)
+            (client.post("/mj/submit/imagine", json={"prompt": "a\x00b"}), 400, 4),
+            (client.post("/mj/submit/imagine", json={"prompt": "a", "state": ["\x00"]}), 400, 4),
             (client.get("/mj/submit/imagine"), 405, 9),
         ]
     with httpx.Client(base_url=gateway.url, timeout=10) as anonymous:

@@ -216,6 +216,28 @@ def custom_action(custom_id: str) -> tuple[str, str]:
     return next(((a, m) for word, a, m in CUSTOM_ACTIONS if word in lowered), ("ACTION", "mj_action"))
 
 
+async def _read(ctx: Context) -> dict:
+    """The JSON body; NUL characters refused anywhere in it (PostgreSQL cannot store them,
+    and a prompt or a state is stored with the task)."""
+    body = parse_json(await ctx.read_body())
+    stack: list[tuple[object, str]] = [(body, "")]
+    while stack:  # iterative: JSON may nest deeper than Python's recursion limit
+        value, name = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise RelayError(
+                    400, f"'{name or 'body'}' must not contain NUL characters.", param=name or None
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    raise RelayError(400, "A field name must not contain NUL characters.")
+                stack.append((item, key if not name else f"{name}.{key}"))
+        elif isinstance(value, list):
+            stack.extend((item, name) for item in value)
+    return body
+
+
 def _submit(kind: str):
     async def handle(ctx: Context, relay) -> None:
         mode, _ = _mode(ctx)
@@ -223,7 +245,7 @@ def _submit(kind: str):
         plan = None
         charge = 0
         try:
-            body = parse_json(await ctx.read_body())
+            body = await _read(ctx)
             action, model, prompt, upstream, parent = await _plan_submit(ctx, kind, body)
             hook = body.get("notifyHook")
             if hook is not None and hook != "":
@@ -473,7 +495,7 @@ async def fetch_task(ctx: Context, relay) -> None:
 
 
 async def list_by_condition(ctx: Context, relay) -> None:
-    body = parse_json(await ctx.read_body())
+    body = await _read(ctx)
     ids = body.get("ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 500:
         raise RelayError(400, "'ids' must be an array of at most 500 task ids.", param="ids")
@@ -521,7 +543,7 @@ async def upstream_notify(ctx: Context, relay) -> None:
     provider, _, token = ctx.path[len("/mj/notify/") :].partition("/")
     if not provider.isdigit() or not hooks.notify_token_valid(int(provider), token):
         raise RelayError(401, "Unknown notify URL.", code="invalid_notify_token")
-    body = parse_json(await ctx.read_body())
+    body = await _read(ctx)
     try:
         state = parse_task(body)
     except (TypeError, ValueError, AttributeError):
