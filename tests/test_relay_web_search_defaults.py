@@ -8,29 +8,14 @@ import httpx
 import pytest
 
 from providers.models import Model
-from tests.fakes.searxng import FakeSearxng
+from tests.test_relay_web_search import _searxng_session, searxng  # noqa: F401
 
 SEARCH = {"tool_call": {"name": "search", "arguments": {"query": "python language"}}}
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "what is python?"}]}
 
 
-@pytest.fixture(scope="module")
-def _searxng_session():
-    with FakeSearxng() as server:
-        yield server
-
-
 @pytest.fixture
-def searxng(_searxng_session, settings):
-    _searxng_session.reset()
-    settings.WEB_SEARCH_URL = _searxng_session.url
-    settings.OUTBOUND_ALLOWED_HOSTS = []
-    yield _searxng_session
-    _searxng_session.reset()
-
-
-@pytest.fixture
-def relay(gateway, world, fake, searxng):
+def relay(gateway, world, fake, searxng):  # noqa: F811
     world.route(world.provider(fake), "gpt-4o-mini")
     return world
 
@@ -45,7 +30,7 @@ def offered(request) -> list[str]:
     return [tool["function"]["name"] for tool in request["json"].get("tools", [])]
 
 
-def test_a_key_set_to_search_runs_the_loop_unless_the_request_says_false(gateway, relay, fake, searxng):
+def test_a_key_set_to_search_runs_the_loop_unless_the_request_says_false(gateway, relay, fake, searxng):  # noqa: F811
     key = relay.key(relay.user("alice"), web_search=True)
     page = searxng.page_url("python")
     fake.script(SEARCH, {"reply": f"Python, see {page}."})
@@ -71,7 +56,7 @@ def test_a_key_set_to_search_runs_the_loop_unless_the_request_says_false(gateway
     assert len(fake.requests) == 1 and offered(fake.requests[0]) == []
 
 
-def test_a_model_set_to_search_runs_the_loop_on_chat_completions_and_messages(gateway, relay, fake, searxng):
+def test_a_model_set_to_search_runs_the_loop_on_chat_completions_and_messages(gateway, relay, fake, searxng):  # noqa: F811
     Model.objects.filter(slug="gpt-4o-mini").update(web_search=True)
     key = relay.key(relay.user("alice"))
     page = searxng.page_url("python")
