@@ -113,6 +113,10 @@ try:
     # milliseconds between the checkpoints of a worker's open streams (Redis): what a killed
     # worker's streams are billed from (docs/failure-policy.md)
     RELAY_CHECKPOINT_MS = get_int("RELAY_CHECKPOINT_MS", 250, minimum=10)
+    # each worker freezes its start-up objects out of the garbage collector's reach and
+    # collects the young generation every this many allocations (core/runtime.py); 0 keeps
+    # CPython's defaults
+    GC_GEN0_THRESHOLD = get_int("GC_GEN0_THRESHOLD", 20_000, minimum=0)
     # the Redis settle lock's expiry; its owner renews it every third of that while it works
     SETTLE_LOCK_TTL = get_int("SETTLE_LOCK_TTL", 5, minimum=2)
     SETTLEMENT_STALE_SECONDS = get_int("SETTLEMENT_STALE_SECONDS", 60, minimum=5)

@@ -11,9 +11,11 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from core.logging import request_id_var
+from core.runtime import tune_gc
 from observability.settlement import LOCAL_QUEUES
 from quotas.counters import LocalCounterStore, get_store
 
+from . import tokens
 from .auth import Authenticator
 from .config import CONFIG
 from .db import db_async
@@ -79,6 +81,10 @@ class RelayApp:
             LOCAL_QUEUES.add(self.usage)  # the whole settlement backlog, for /metrics
         self.metrics = MetricsFlusher(self.usage)
         self.metrics.start()
+        # the tokenizer (a 100,000-entry table, ~0.5 s to build) is loaded now, not by the
+        # first request to count a prompt, and is frozen with the rest below
+        await asyncio.get_running_loop().run_in_executor(None, tokens.encoding)
+        tune_gc(settings.GC_GEN0_THRESHOLD)  # last: what start-up made is frozen
 
     @property
     def blocked(self) -> dict[str, float]:
