@@ -910,7 +910,8 @@ def stream_test(
         f"{result['seconds']}s; first chunk p50 {result['first_chunk_p50_s']}s "
         f"p99 {result['first_chunk_p99_s']}s; peak worker RSS {result['peak_rss_mb']} MB; "
         f"connections per worker at the peak {result['connections_at_peak']}; "
-        f"client CPU share {result['client_cpu_share']}"
+        f"client CPU share {result['client_cpu_share']} (opening burst {result['client_ramp_cpu_share']} "
+        f"over {result['client_ramp_s']}s)"
     )
     for reason, n in list(result["failures"].items())[:5]:
         log(f"{target.name}:   {n} x {reason}")

@@ -7,8 +7,9 @@ At ``--start-at`` (wall clock, so that every client process starts at the same m
 opens ``--count`` concurrent streaming POSTs to ``--url``, reads each to its end, and
 writes a JSON summary to ``--out``: how many streams ended with ``data: [DONE]``, every
 stream's first-chunk latency (from its own request's start), the failures by reason, and
-this process's CPU seconds against the wall time (a share near 1.0 means the load
-generator, not the server, set the pace).
+this process's CPU seconds against the wall time, over the run and over the opening burst
+(until every stream had its first chunk): a share near 1.0 means the load generator, not
+the server, set the pace.
 
 One aiohttp event loop per process; the harness splits the streams over several processes
 because one loop cannot read 10,000 streams x 2 chunks/s on a shared 2-core machine.
@@ -32,12 +33,20 @@ class Stats:
         self.completed = 0
         self.first_chunk: list[float] = []
         self.failures: dict[str, int] = {}
+        self.ramp: tuple[float, float] | None = None  # (wall, CPU) when the last first chunk came
+
+    def first(self, latency: float, count: int) -> None:
+        self.first_chunk.append(latency)
+        if len(self.first_chunk) == count:
+            self.ramp = (time.time(), time.process_time())
 
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
 
-async def one(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict, stats: Stats) -> None:
+async def one(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict, stats: Stats, count: int
+) -> None:
     started = time.monotonic()
     try:
         async with session.post(url, data=body, headers=headers) as resp:
@@ -47,7 +56,7 @@ async def one(session: aiohttp.ClientSession, url: str, body: bytes, headers: di
             tail = b""
             async for chunk in resp.content.iter_any():
                 if not tail:
-                    stats.first_chunk.append(time.monotonic() - started)
+                    stats.first(time.monotonic() - started, count)
                 # [DONE] is the last event: the stream's last bytes are enough to find it
                 tail = (tail + chunk)[-32:]
             if DONE in tail:
@@ -71,7 +80,9 @@ async def run(args: argparse.Namespace) -> dict:
         await asyncio.sleep(max(0.0, args.start_at - time.time()))
         began = time.time()
         cpu0 = time.process_time()
-        await asyncio.gather(*(one(session, args.url, body, headers, stats) for _ in range(args.count)))
+        await asyncio.gather(
+            *(one(session, args.url, body, headers, stats, args.count) for _ in range(args.count))
+        )
         cpu = time.process_time() - cpu0
         ended = time.time()
     return {
@@ -83,6 +94,14 @@ async def run(args: argparse.Namespace) -> dict:
         "ended_at": ended,
         "cpu_s": round(cpu, 2),
         "cpu_share": round(cpu / (ended - began), 3) if ended > began else None,
+        # the opening burst: until every stream had its first chunk (a share near 1.0: the
+        # load generator was busy opening streams and the first-chunk figures are its own)
+        "ramp_s": round(stats.ramp[0] - began, 3) if stats.ramp else None,
+        "ramp_cpu_share": (
+            round((stats.ramp[1] - cpu0) / (stats.ramp[0] - began), 3)
+            if stats.ramp and stats.ramp[0] > began
+            else None
+        ),
     }
 
 

@@ -348,6 +348,8 @@ def run_streams(
         "spread_sample_s": round(spread_cost, 3),
         "clients": len(procs),
         "client_cpu_share": [outcome["cpu_share"] for outcome in outcomes],
+        "client_ramp_s": [outcome["ramp_s"] for outcome in outcomes],
+        "client_ramp_cpu_share": [outcome["ramp_cpu_share"] for outcome in outcomes],
         "client_start_late_s": max(outcome["late_s"] for outcome in outcomes),
         "failures": failures,
     }
