@@ -913,6 +913,11 @@ def stream_test(
         f"client CPU share {result['client_cpu_share']} (opening burst {result['client_ramp_cpu_share']} "
         f"over {result['client_ramp_s']}s)"
     )
+    if result["listen_drops"]:
+        log(
+            f"{target.name}: the kernel dropped {result['listen_drops']} connection attempts on full "
+            "listen queues during the run (raise net.core.somaxconn / tcp_max_syn_backlog)"
+        )
     for reason, n in list(result["failures"].items())[:5]:
         log(f"{target.name}:   {n} x {reason}")
     return result

@@ -111,6 +111,18 @@ def established_on_port(port: int) -> set[int]:
     return inodes
 
 
+def listen_drops() -> int:
+    """The kernel's count of connections refused or dropped by full accept/SYN queues
+    (TcpExt ListenOverflows + ListenDrops, machine-wide): a rise during a run means the
+    backlog, not the server, delayed connections (each drop costs a 1 s SYN retry)."""
+    try:
+        header, values = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()[:2]]
+    except (OSError, ValueError):
+        return 0
+    row = dict(zip(header[1:], values[1:], strict=False))
+    return int(row.get("ListenOverflows", 0)) + int(row.get("ListenDrops", 0))
+
+
 def connections_by_worker(port: int, workers: list[int]) -> dict[int, int]:
     """How many of the connections established on *port* each worker holds."""
     established = established_on_port(port)
@@ -283,6 +295,7 @@ def run_streams(
             argv += ["--header", f"{name}: {value}"]
         procs.append(spawn(f"stream-client-{i}", argv, log_path=folder / f"client-{i}.log"))
 
+    drops_before = listen_drops()
     baseline = {pid: mb for pid in workers if (mb := rss_mb(pid)) is not None}
     peak: dict[int, float] = dict(baseline)
     spread: dict[int, int] = {}
@@ -346,6 +359,7 @@ def run_streams(
         "connections_at_peak": {str(pid): n for pid, n in sorted(spread.items())},
         "busiest_worker_share": round(max(spread.values()) / held, 3) if held else None,
         "spread_sample_s": round(spread_cost, 3),
+        "listen_drops": listen_drops() - drops_before,
         "clients": len(procs),
         "client_cpu_share": [outcome["cpu_share"] for outcome in outcomes],
         "client_ramp_s": [outcome["ramp_s"] for outcome in outcomes],
