@@ -617,9 +617,11 @@ def start_gateway(
         return result.stdout
 
     manage("migrate", "--noinput")
-    # (said only when not the default: the relay target's older bootstrap has no such option)
+    # the relay target's older bootstrap always made the demo user and key, and had no --demo
+    bootstrap = (code / "accounts" / "management" / "commands" / "bootstrap.py").read_text()
+    demo = ["--demo"] if '"--demo"' in bootstrap else []
     kind = [] if upstream_type == "openai" else ["--upstream-type", upstream_type]
-    out = manage("bootstrap", "--demo", "--upstream-url", upstream_v1, "--models", MODEL, *kind)
+    out = manage("bootstrap", *demo, "--upstream-url", upstream_v1, "--models", MODEL, *kind)
     lines = [line.strip() for line in out.splitlines() if line.strip()]
     if not lines or not lines[-1].startswith("DEMO_API_KEY="):
         raise BenchError(
@@ -772,9 +774,9 @@ def start_slow_stream(
 
 def precheck(target: Target) -> None:
     """One real request; anything but a 200 aborts the target (no benchmarking 401s)."""
-    body = target.body or REQUEST_BODY
-    status, body = http_request(target.url, body=body, headers=target.request_headers())
-    text = body[:1000].decode(errors="replace")
+    payload = target.body or REQUEST_BODY
+    status, answer = http_request(target.url, body=payload, headers=target.request_headers())
+    text = answer[:1000].decode(errors="replace")
     if status != 200:
         raise BenchError(f"pre-flight POST {target.url} -> {status}: {text}")
     log(f"{target.name}: pre-flight 200 {text[:100]}")
