@@ -2,7 +2,9 @@
 --
 -- Sends POST /v1/chat/completions with a small JSON body (or BENCH_BODY). The Authorization
 -- header comes from the BENCH_AUTH environment variable (e.g.
--- "Bearer sk-..."); when it is unset or empty no Authorization header is sent.
+-- "Bearer sk-..."); when it is unset or empty no Authorization header is sent. More headers
+-- (e.g. "x-api-key: sk-..." and "anthropic-version: 2023-06-01" for POST /v1/messages) come
+-- in BENCH_HEADERS, one "Name: value" a line.
 --
 -- done() prints one machine-readable line that bench/run.py parses:
 --   BENCH_RESULT requests=N duration_us=N rps=X p50_ms=X p90_ms=X p99_ms=X
@@ -22,6 +24,16 @@ wrk.headers["Content-Type"] = "application/json"
 local auth = os.getenv("BENCH_AUTH")
 if auth ~= nil and auth ~= "" then
   wrk.headers["Authorization"] = auth
+end
+
+local extra = os.getenv("BENCH_HEADERS")
+if extra ~= nil then
+  for line in string.gmatch(extra, "[^\n]+") do
+    local name, value = string.match(line, "^%s*([^:]-)%s*:%s*(.-)%s*$")
+    if name ~= nil and name ~= "" then
+      wrk.headers[name] = value
+    end
+  end
 end
 
 local threads = {}

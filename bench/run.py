@@ -10,28 +10,29 @@ Measures, with wrk, the chat-completions hot path of:
 * ``responses``   - the same gateway's ``POST /v1/responses`` (non-streaming,
                     ``store: false``), translated to chat completions against
                     the same nginx upstream,
-* ``litellm``     - LiteLLM proxy for comparison (only with BENCH_LITELLM=1),
+* ``openai-to-anthropic`` - chat completions through an Anthropic-type provider
+                    (nginx answers ``POST /v1/messages``),
+* ``anthropic-to-openai`` - the gateway's ``POST /v1/messages`` (``x-api-key``)
+                    translated to chat completions against nginx,
+* ``litellm``     - LiteLLM proxy for comparison (with BENCH_LITELLM=1),
 
 at 32 connections and at 1 connection, prints a table and writes
-bench/results/latest.json. ``--stream`` adds the streaming test: 1,000
-concurrent slow SSE streams through the gateway while sampling the RSS of
-every worker. See bench/README.md.
+bench/results/latest.json. ``--stream`` adds the streaming test: 10,000
+concurrent slow SSE streams through the gateway and through the passthrough
+(bench/streams.py). See bench/README.md.
 
-    .venv/bin/python bench/run.py [--duration 10] [--stream]
-                                  [--only direct,passthrough,gateway,responses,litellm]
+    .venv/bin/python bench/run.py [--duration 10] [--stream] [--only direct,passthrough,gateway,...]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime
 import json
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -44,13 +45,28 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# bench/ is this script's folder, first on sys.path
+from streams import (
+    StreamTestError,
+    backlog_for,
+    client_count,
+    kernel_limits,
+    nofile_needed,
+    raise_nofile_limit,
+    run_streams,
+    stream_first_chunk_ratio,
+    stream_goals,
+)
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 POST_LUA = BENCH_DIR / "post.lua"
 LITELLM_VENV = BENCH_DIR / ".litellm-venv"
 
-TARGETS = ("direct", "passthrough", "relay", "gateway", "responses", "litellm")
+# the gateway's translated paths: each one's req/s is held against the passthrough's
+TRANSLATED = ("responses", "openai-to-anthropic", "anthropic-to-openai")
+TARGETS = ("direct", "passthrough", "relay", "gateway", *TRANSLATED, "litellm")
 # "relay": the gateway at this commit, the relay alone before rate limits, quotas and
 # reservations existed (issue 4's reference figure), run from a git worktree
 RELAY_REF = "afe0425"
@@ -60,20 +76,51 @@ REQUEST_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say he
 # the "responses" target: the Responses API over the chat upstream (nothing stored)
 RESPONSES_ENDPOINT = "/v1/responses"
 RESPONSES_BODY = {"model": MODEL, "input": "Say hello", "store": False}
+# the "anthropic-to-openai" target: Anthropic's Messages API over the chat upstream
+MESSAGES_ENDPOINT = "/v1/messages"
+MESSAGES_BODY = {"model": MODEL, "max_tokens": 256, "messages": [{"role": "user", "content": "Say hello"}]}
+ANTHROPIC_VERSION = "2023-06-01"
 NGINX_BODY = (
     '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,'
     '"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant",'
     '"content":"Hello from nginx."},"finish_reason":"stop"}],'
     '"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}'
 )
+# what nginx answers on POST /v1/messages (the "openai-to-anthropic" target's upstream)
+NGINX_MESSAGES_BODY = (
+    '{"id":"msg_bench","type":"message","role":"assistant","model":"gpt-4o-mini",'
+    '"content":[{"type":"text","text":"Hello from nginx."}],"stop_reason":"end_turn",'
+    '"stop_sequence":null,"usage":{"input_tokens":9,"output_tokens":4}}'
+)
 CONNECTIONS = ((32, 2), (1, 1))  # (connections, wrk threads)
 WARMUP_SECONDS = 2
 
-GOAL_GATEWAY_RPS = 3000.0
-GOAL_GATEWAY_OVER_PASSTHROUGH = 0.25
-GOAL_P50_OVERHEAD_MS = 0.6
-GOAL_STREAM_RSS_MB = 250.0
+GOAL_GATEWAY_OVER_PASSTHROUGH = 0.8  # req/s at 32 connections
+GOAL_P99_OVER_PASSTHROUGH = 2.0  # p99 at 32 connections
+GOAL_P50_OVER_PASSTHROUGH_MS = 0.25  # p50 at 1 connection, gateway minus passthrough
+GOAL_P50_OVERHEAD_MS = 0.6  # p50 at 1 connection, gateway minus nginx
+GOAL_TRANSLATED_OVER_PASSTHROUGH = 0.5  # each translated path's req/s at 32 connections
+GOAL_GATEWAY_OVER_LITELLM = 30.0
 GOAL_GATEWAY_OVER_RELAY = 0.9  # limits, quotas and reservations cost at most 10 %
+
+
+# the gateway instances measured with wrk: each its own SQLite file and Redis database
+# (redis_db 1 is the streaming test's, 2 the relay target's); the rest are start_gateway's
+# arguments
+GATEWAY_VARIANTS: dict[str, dict] = {
+    "gateway": {"redis_db": 0},
+    "responses": {"redis_db": 3, "endpoint": RESPONSES_ENDPOINT, "body": RESPONSES_BODY},
+    # chat completions in, Anthropic Messages to the upstream (nginx's /v1/messages)
+    "openai-to-anthropic": {"redis_db": 4, "upstream_type": "anthropic"},
+    # Anthropic Messages in (as Anthropic's SDK sends it), chat completions to the upstream
+    "anthropic-to-openai": {
+        "redis_db": 5,
+        "endpoint": MESSAGES_ENDPOINT,
+        "body": MESSAGES_BODY,
+        "key_header": "x-api-key",
+        "headers": {"anthropic-version": ANTHROPIC_VERSION},
+    },
+}
 
 
 class BenchError(Exception):
@@ -92,7 +139,7 @@ def one_line(text: str, limit: int = 300) -> str:
 
 def describe(exc: Exception) -> str:
     """A BenchError's own text; anything else with its type (it is a surprise)."""
-    if isinstance(exc, BenchError):
+    if isinstance(exc, BenchError | StreamTestError):
         return str(exc)
     return f"unexpected {type(exc).__name__}: {exc}"
 
@@ -169,18 +216,6 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_exit)
     signal.signal(signal.SIGHUP, _raise_exit)
-
-
-def raise_nofile_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        return target
-    except (ValueError, OSError):
-        return soft
 
 
 # --------------------------------------------------------------------------
@@ -350,6 +385,10 @@ class Target:
     proc: subprocess.Popen | None = None  # stopped after the measurement
     master_pid: int | None = None  # parent of the worker processes
     body: dict | None = None  # the request body (REQUEST_BODY when None)
+    headers: dict[str, str] = field(default_factory=dict)  # more request headers
+
+    def request_headers(self) -> dict[str, str]:
+        return {"Authorization": self.auth, **self.headers} if self.auth else dict(self.headers)
 
 
 def nginx_supports_e(nginx: str) -> bool:
@@ -387,6 +426,10 @@ http {{
         location = /v1/chat/completions {{
             default_type application/json;
             return 200 '{NGINX_BODY}';
+        }}
+        location = /v1/messages {{
+            default_type application/json;
+            return 200 '{NGINX_MESSAGES_BODY}';
         }}
         location = /health {{
             default_type text/plain;
@@ -450,7 +493,7 @@ def start_redis(procs: Procs, tmp: Path) -> str | None:
 
 
 def start_passthrough(
-    procs: Procs, tmp: Path, upstream: str, workers: int, name: str = "passthrough"
+    procs: Procs, tmp: Path, upstream: str, workers: int, name: str = "passthrough", backlog: int = 4096
 ) -> Target:
     root = tmp / name
     root.mkdir()
@@ -475,7 +518,7 @@ def start_passthrough(
         "--log-level",
         "warning",
         "--backlog",
-        "4096",
+        str(backlog),
         "--timeout-graceful-shutdown",
         "2",
     ]
@@ -487,11 +530,14 @@ def start_passthrough(
     return Target("passthrough", base + ENDPOINT, None, proc, proc.pid)
 
 
-LIMITS_SNIPPET = """
+KEY_SNIPPET = """
 from keys.models import APIKey
 from keys.services import hash_key
-from quotas.models import Quota
 key = APIKey.objects.get(key_hash=hash_key("KEY"))
+"""
+
+LIMITS_SNIPPET = """
+from quotas.models import Quota
 key.rpm_limit, key.tpm_limit, key.concurrency_limit = 10_000_000, 2_000_000_000, 100_000
 key.save()
 key.user.rpm_limit = 10_000_000
@@ -499,6 +545,14 @@ key.user.save()
 Quota.objects.create(api_key=key, metric="requests", period="day", limit=1_000_000_000)
 Quota.objects.create(user=key.user, metric="cost", period="month", limit=10**15)
 print("limits on")
+"""
+
+# the demo's $100 covers a few thousand reservations at once, not 10,000 streams: $1M more
+CREDIT_SNIPPET = """
+from accounts.services import user_adjust_balance
+from billing.models import BillingRecord
+user_adjust_balance(user=key.user, amount=10**6 * 10**9, kind=BillingRecord.Kind.TOPUP, description="bench")
+print("credit added")
 """
 
 
@@ -514,6 +568,11 @@ def start_gateway(
     target: str = "gateway",
     endpoint: str = ENDPOINT,
     body: dict | None = None,
+    upstream_type: str = "openai",
+    key_header: str = "Authorization",
+    headers: dict[str, str] | None = None,
+    backlog: int | None = None,
+    credit: bool = False,
 ) -> Target:
     """migrate + bootstrap + gunicorn, in a fresh temp dir and database, running the code
     in ``code`` (this checkout, or a worktree of another commit)."""
@@ -539,7 +598,7 @@ def start_gateway(
 
     def manage(*args: str) -> str:
         cmd = [python, "manage.py", *args]
-        log(f"{name}: {' '.join(cmd[1:])}")
+        log(f"{name}: {one_line(' '.join(cmd[1:]), 120)}")
         try:
             result = subprocess.run(
                 cmd,
@@ -558,7 +617,11 @@ def start_gateway(
         return result.stdout
 
     manage("migrate", "--noinput")
-    out = manage("bootstrap", "--demo", "--upstream-url", upstream_v1, "--models", MODEL)
+    # the relay target's older bootstrap always made the demo user and key, and had no --demo
+    bootstrap = (code / "accounts" / "management" / "commands" / "bootstrap.py").read_text()
+    demo = ["--demo"] if '"--demo"' in bootstrap else []
+    kind = [] if upstream_type == "openai" else ["--upstream-type", upstream_type]
+    out = manage("bootstrap", *demo, "--upstream-url", upstream_v1, "--models", MODEL, *kind)
     lines = [line.strip() for line in out.splitlines() if line.strip()]
     if not lines or not lines[-1].startswith("DEMO_API_KEY="):
         raise BenchError(
@@ -568,10 +631,11 @@ def start_gateway(
     key = lines[-1].split("=", 1)[1]
     if not key:
         raise BenchError("`manage.py bootstrap` printed an empty DEMO_API_KEY")
-    if limits:
-        # every check of the reservation on (values high enough never to refuse): key
-        # RPM/TPM/concurrency, user RPM, a key request quota and a user cost quota
-        manage("shell", "-c", LIMITS_SNIPPET.replace("KEY", key))
+    # limits: every check of the reservation on (values high enough never to refuse): key
+    # RPM/TPM/concurrency, user RPM, a key request quota and a user cost quota
+    snippet = (LIMITS_SNIPPET if limits else "") + (CREDIT_SNIPPET if credit else "")
+    if snippet:
+        manage("shell", "-c", (KEY_SNIPPET + snippet).replace("KEY", key))
 
     port = free_port()
     argv = [
@@ -589,6 +653,8 @@ def start_gateway(
         "--log-level",
         "warning",
     ]
+    if backlog:
+        argv += ["--backlog", str(backlog)]
     log_path = root / "gunicorn.log"
     proc = procs.start(name, argv, log_path=log_path, cwd=code, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -597,7 +663,9 @@ def start_gateway(
         f"{name} (gunicorn, {workers} UvicornWorkers, "
         f"{'redis' if redis_url else 'no redis'}) on {base} -> {upstream_v1}"
     )
-    return Target(target, base + endpoint, f"Bearer {key}", proc, proc.pid, body)
+    if key_header.lower() == "authorization":
+        return Target(target, base + endpoint, f"Bearer {key}", proc, proc.pid, body, dict(headers or {}))
+    return Target(target, base + endpoint, None, proc, proc.pid, body, {key_header: key, **(headers or {})})
 
 
 def relay_worktree(tmp: Path, ref: str) -> Path:
@@ -672,7 +740,9 @@ litellm_settings:
     return Target("litellm", base + ENDPOINT, "Bearer sk-bench", proc, proc.pid)
 
 
-def start_slow_stream(procs: Procs, tmp: Path, chunks: int, interval: float) -> str:
+def start_slow_stream(
+    procs: Procs, tmp: Path, chunks: int, interval: float, processes: int, backlog: int
+) -> str:
     root = tmp / "slow_stream"
     root.mkdir()
     port = free_port()
@@ -685,12 +755,16 @@ def start_slow_stream(procs: Procs, tmp: Path, chunks: int, interval: float) -> 
         str(chunks),
         "--interval",
         str(interval),
+        "--processes",
+        str(processes),
+        "--backlog",
+        str(backlog),
     ]
     log_path = root / "server.log"
     proc = procs.start("slow_stream", argv, log_path=log_path, cwd=REPO_ROOT)
     base = f"http://127.0.0.1:{port}"
     wait_ready("slow_stream", base + "/health", proc, log_path, timeout=30)
-    log(f"slow streaming upstream on {base} ({chunks} chunks, {interval}s apart)")
+    log(f"slow streaming upstream on {base} ({chunks} chunks, {interval}s apart, {processes} processes)")
     return base
 
 
@@ -700,9 +774,9 @@ def start_slow_stream(procs: Procs, tmp: Path, chunks: int, interval: float) -> 
 
 def precheck(target: Target) -> None:
     """One real request; anything but a 200 aborts the target (no benchmarking 401s)."""
-    headers = {"Authorization": target.auth} if target.auth else {}
-    status, body = http_request(target.url, body=target.body or REQUEST_BODY, headers=headers)
-    text = body[:1000].decode(errors="replace")
+    payload = target.body or REQUEST_BODY
+    status, answer = http_request(target.url, body=payload, headers=target.request_headers())
+    text = answer[:1000].decode(errors="replace")
     if status != 200:
         raise BenchError(f"pre-flight POST {target.url} -> {status}: {text}")
     log(f"{target.name}: pre-flight 200 {text[:100]}")
@@ -749,6 +823,7 @@ def run_wrk(
         target.url,
     ]
     env = dict(os.environ, BENCH_AUTH=target.auth or "")
+    env["BENCH_HEADERS"] = "\n".join(f"{name}: {value}" for name, value in target.headers.items())
     if target.body is not None:  # else post.lua's chat-completions body
         env["BENCH_BODY"] = json.dumps(target.body, separators=(",", ":"))
     try:
@@ -807,155 +882,44 @@ def measure(wrk: str, target: Target, duration: int, verbose: bool) -> list[WrkR
 
 
 # --------------------------------------------------------------------------
-# streaming test
+# streaming test (bench/streams.py)
 
 
-def child_pids(parent: int) -> list[int]:
-    """Worker processes: children of *parent*, minus multiprocessing helpers."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid != parent:
-                continue
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if b"resource_tracker" in cmdline or b"semaphore_tracker" in cmdline:
-            continue
-        pids.append(int(entry))
-    return pids
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-async def _stream_test(target: Target, count: int, chunks: int, interval: float) -> dict:
-    import aiohttp
-
-    body = dict(REQUEST_BODY, stream=True)
-    headers = {"Authorization": target.auth} if target.auth else {}
-    peak: dict[int, float] = {}
-    baseline: dict[int, float] = {}
-
-    def sample(into: dict[int, float]) -> None:
-        for pid in child_pids(target.master_pid or 0):
-            value = rss_mb(pid)
-            if value is not None:
-                into[pid] = max(into.get(pid, 0.0), value)
-
-    sample(baseline)
-    stop = asyncio.Event()
-
-    async def sampler() -> None:
-        while not stop.is_set():
-            sample(peak)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-
-    failures: dict[str, int] = {}
-    first_chunk: list[float] = []
-    start = time.monotonic()
-
-    async def one(session: aiohttp.ClientSession) -> bool:
-        try:
-            async with session.post(target.url, json=body, headers=headers) as resp:
-                if resp.status != 200:
-                    text = (await resp.text())[:200]
-                    reason = f"HTTP {resp.status}: {text}"
-                    failures[reason] = failures.get(reason, 0) + 1
-                    return False
-                seen_first = False
-                done = False
-                async for line in resp.content:
-                    if not seen_first:
-                        first_chunk.append(time.monotonic() - start)
-                        seen_first = True
-                    if line.strip() == b"data: [DONE]":
-                        done = True
-                if not done:
-                    failures["stream ended without [DONE]"] = (
-                        failures.get("stream ended without [DONE]", 0) + 1
-                    )
-                return done
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"[:200]
-            failures[reason] = failures.get(reason, 0) + 1
-            return False
-
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
-    timeout = aiohttp.ClientTimeout(total=chunks * interval + 180, sock_connect=60)
-    # Ctrl-C / SIGTERM must stop the test at once, not after the streams end.
-    loop = asyncio.get_running_loop()
-    main_task = asyncio.current_task()
-    interrupted: list[int] = []
-
-    def on_signal(sig: int) -> None:
-        interrupted.append(sig)
-        if main_task is not None:
-            main_task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    sampler_task = asyncio.create_task(sampler())
-    try:
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            outcomes = await asyncio.gather(*(one(session) for _ in range(count)))
-    except asyncio.CancelledError:
-        if interrupted:
-            raise KeyboardInterrupt from None
-        raise
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        install_signal_handlers()
-        stop.set()
-        await sampler_task
-    seconds = time.monotonic() - start
-    sample(peak)
-
-    first_chunk.sort()
-    peak_json = {str(pid): round(mb, 1) for pid, mb in sorted(peak.items())}
-    return {
-        "target": target.name,
-        "streams": count,
-        "completed": sum(outcomes),
-        "peak_rss_mb": peak_json,
-        "max_worker_rss_mb": round(max(peak.values()), 1) if peak else None,
-        "seconds": round(seconds, 2),
-        "baseline_rss_mb": {str(pid): round(mb, 1) for pid, mb in sorted(baseline.items())},
-        "first_chunk_p50_s": (round(first_chunk[len(first_chunk) // 2], 3) if first_chunk else None),
-        "first_chunk_max_s": round(first_chunk[-1], 3) if first_chunk else None,
-        "failures": failures,
-    }
-
-
-def stream_test(target: Target, count: int, chunks: int, interval: float) -> dict:
+def stream_test(
+    procs: Procs, target: Target, tmp: Path, count: int, chunks: int, interval: float, clients: int
+) -> dict:
     precheck(target)
-    log(f"{target.name}: {count} concurrent streams ({chunks} chunks x {interval}s)...")
-    coro = _stream_test(target, count, chunks, interval)
-    try:
-        import uvloop
-    except ImportError:
-        result = asyncio.run(coro)
-    else:
-        result = uvloop.run(coro)
-    peaks = ", ".join(f"pid {pid}: {mb} MB" for pid, mb in result["peak_rss_mb"].items())
+    log(
+        f"{target.name}: {count} concurrent streams ({chunks} chunks x {interval}s) "
+        f"from {clients} client process{'es' if clients > 1 else ''}..."
+    )
+    result = run_streams(
+        url=target.url,
+        master_pid=target.master_pid or 0,
+        body=dict(target.body or REQUEST_BODY, stream=True),
+        headers=target.request_headers(),
+        count=count,
+        seconds_per_stream=chunks * interval,
+        clients=clients,
+        spawn=procs.start,
+        stop=procs.stop,
+        folder=tmp / f"stream-clients-{target.name}",
+        log=log,
+    )
+    result = {"target": target.name, **result}
     log(
         f"{target.name}: {result['completed']}/{count} streams ended with [DONE] in "
         f"{result['seconds']}s; first chunk p50 {result['first_chunk_p50_s']}s "
-        f"max {result['first_chunk_max_s']}s; peak worker RSS {peaks or 'n/a'}"
+        f"p99 {result['first_chunk_p99_s']}s; peak worker RSS {result['peak_rss_mb']} MB; "
+        f"connections per worker at the peak {result['connections_at_peak']}; "
+        f"client CPU share {result['client_cpu_share']} (opening burst {result['client_ramp_cpu_share']} "
+        f"over {result['client_ramp_s']}s)"
     )
+    if result["listen_drops"]:
+        log(
+            f"{target.name}: the kernel dropped {result['listen_drops']} connection attempts on full "
+            "listen queues during the run (raise net.core.somaxconn / tcp_max_syn_backlog)"
+        )
     for reason, n in list(result["failures"].items())[:5]:
         log(f"{target.name}:   {n} x {reason}")
     return result
@@ -972,18 +936,23 @@ def find(results: list[WrkResult], target: str, connections: int) -> WrkResult |
     )
 
 
+def figure_key(target: str) -> str:
+    return target.replace("-", "_")
+
+
 def derive(results: list[WrkResult], duration: int) -> dict:
-    derived: dict = {"wrk_duration_s": duration} if results else {}
+    if not results:
+        return {}
+    derived: dict = {"wrk_duration_s": duration}
     gw32, pt32 = find(results, "gateway", 32), find(results, "passthrough", 32)
     gw1, pt1 = find(results, "gateway", 1), find(results, "passthrough", 1)
     rl32 = find(results, "relay", 32)
-    rs32, rs1 = find(results, "responses", 32), find(results, "responses", 1)
     d1 = find(results, "direct", 1)
     ll32, ll1 = find(results, "litellm", 32), find(results, "litellm", 1)
 
-    def ratio(a: WrkResult | None, b: WrkResult | None) -> float | None:
-        if a and b and b.values["rps"]:
-            return round(a.values["rps"] / b.values["rps"], 3)
+    def ratio(a: WrkResult | None, b: WrkResult | None, figure: str = "rps") -> float | None:
+        if a and b and b.values[figure]:
+            return round(a.values[figure] / b.values[figure], 3)
         return None
 
     def p50_minus(a: WrkResult | None, b: WrkResult | None) -> float | None:
@@ -992,14 +961,22 @@ def derive(results: list[WrkResult], duration: int) -> dict:
         return None
 
     derived["gateway_over_passthrough_rps_c32"] = ratio(gw32, pt32)
+    derived["gateway_over_passthrough_p99_c32"] = ratio(gw32, pt32, "p99_ms")
+    derived["gateway_minus_passthrough_p50_ms_c1"] = p50_minus(gw1, pt1)
     if rl32:
         derived["gateway_over_relay_rps_c32"] = ratio(gw32, rl32)
     derived["gateway_over_passthrough_rps_c1"] = ratio(gw1, pt1)
     derived["gateway_minus_direct_p50_ms_c1"] = p50_minus(gw1, d1)
     derived["passthrough_minus_direct_p50_ms_c1"] = p50_minus(pt1, d1)
-    if rs32 or rs1:
-        derived["responses_over_gateway_rps_c32"] = ratio(rs32, gw32)
-        derived["responses_minus_gateway_p50_ms_c1"] = p50_minus(rs1, gw1)
+    derived["gateway_rps_c32"] = round(gw32.values["rps"], 1) if gw32 else None
+    for name in TRANSLATED:
+        t32, t1 = find(results, name, 32), find(results, name, 1)
+        if t32 or t1:
+            key = figure_key(name)
+            derived[f"{key}_over_passthrough_rps_c32"] = ratio(t32, pt32)
+            derived[f"{key}_over_passthrough_p99_c32"] = ratio(t32, pt32, "p99_ms")
+            derived[f"{key}_over_gateway_rps_c32"] = ratio(t32, gw32)
+            derived[f"{key}_minus_gateway_p50_ms_c1"] = p50_minus(t1, gw1)
     if ll32 or ll1:
         derived["gateway_over_litellm_rps_c32"] = ratio(gw32, ll32)
         derived["litellm_minus_direct_p50_ms_c1"] = p50_minus(ll1, d1)
@@ -1009,54 +986,37 @@ def derive(results: list[WrkResult], duration: int) -> dict:
     return derived
 
 
-def goals(derived: dict, results: list[WrkResult], stream: dict | None) -> dict[str, str]:
-    """Goal -> "pass", "fail", "invalid" (a run it needs had errors) or "not measured"."""
+def goals(derived: dict, selected: list[str]) -> dict[str, str]:
+    """Goal -> "pass", "fail", "invalid" (a run it needs had errors) or "not measured", for
+    the wrk runs of the *selected* targets."""
     invalid = set(derived.get("invalid_runs", []))
 
-    def verdict(value: float | None, passed: bool, *runs: str) -> str:
+    def judge(key: str, op: str, goal: float, *runs: str) -> tuple[str, str]:
+        value = derived.get(key)
         if value is None:
-            return "not measured"
-        if any(run in invalid for run in runs):
-            return "invalid"
-        return "pass" if passed else "fail"
+            state = "not measured"
+        elif any(run in invalid for run in runs):
+            state = "invalid"
+        else:
+            state = "pass" if (value >= goal if op == ">=" else value <= goal) else "fail"
+        return f"{key}{op}{goal:g}", state
 
-    gw32 = find(results, "gateway", 32)
-    rps = gw32.values["rps"] if gw32 else None
-    over = derived.get("gateway_over_passthrough_rps_c32")
-    p50 = derived.get("gateway_minus_direct_p50_ms_c1")
-    out = {
-        f"gateway_rps_c32>={GOAL_GATEWAY_RPS:.0f}": verdict(
-            rps, rps is not None and rps >= GOAL_GATEWAY_RPS, "gateway@c32"
-        ),
-        f"gateway_over_passthrough_rps_c32>={GOAL_GATEWAY_OVER_PASSTHROUGH}": verdict(
-            over,
-            over is not None and over >= GOAL_GATEWAY_OVER_PASSTHROUGH,
-            "gateway@c32",
-            "passthrough@c32",
-        ),
-        f"gateway_minus_direct_p50_ms_c1<={GOAL_P50_OVERHEAD_MS}": verdict(
-            p50,
-            p50 is not None and p50 <= GOAL_P50_OVERHEAD_MS,
-            "gateway@c1",
-            "direct@c1",
-        ),
-    }
-    relay = derived.get("gateway_over_relay_rps_c32")
-    out[f"gateway_over_relay_rps_c32>={GOAL_GATEWAY_OVER_RELAY}"] = verdict(
-        relay,
-        relay is not None and relay >= GOAL_GATEWAY_OVER_RELAY,
-        "gateway@c32",
-        "relay@c32",
-    )
-    rss = stream.get("max_worker_rss_mb") if stream else None
-    rss_goal = f"stream_max_worker_rss_mb<={GOAL_STREAM_RSS_MB:.0f}"
-    if stream is None or rss is None:
-        out[rss_goal] = "not measured"
-    elif stream["completed"] != stream["streams"]:
-        out[rss_goal] = "invalid"  # streams failed: the memory figure says little
-    else:
-        out[rss_goal] = "pass" if rss <= GOAL_STREAM_RSS_MB else "fail"
-    return out
+    gw32, pt32, gw1, pt1 = "gateway@c32", "passthrough@c32", "gateway@c1", "passthrough@c1"
+    wanted = [
+        ("gateway_over_passthrough_rps_c32", ">=", GOAL_GATEWAY_OVER_PASSTHROUGH, gw32, pt32),
+        ("gateway_over_passthrough_p99_c32", "<=", GOAL_P99_OVER_PASSTHROUGH, gw32, pt32),
+        ("gateway_minus_passthrough_p50_ms_c1", "<=", GOAL_P50_OVER_PASSTHROUGH_MS, gw1, pt1),
+        ("gateway_minus_direct_p50_ms_c1", "<=", GOAL_P50_OVERHEAD_MS, gw1, "direct@c1"),
+    ]
+    if "relay" in selected:
+        wanted.append(("gateway_over_relay_rps_c32", ">=", GOAL_GATEWAY_OVER_RELAY, gw32, "relay@c32"))
+    for name in TRANSLATED:
+        if name in selected:
+            key = f"{figure_key(name)}_over_passthrough_rps_c32"
+            wanted.append((key, ">=", GOAL_TRANSLATED_OVER_PASSTHROUGH, f"{name}@c32", pt32))
+    if "litellm" in selected:
+        wanted.append(("gateway_over_litellm_rps_c32", ">=", GOAL_GATEWAY_OVER_LITELLM, gw32, "litellm@c32"))
+    return dict(judge(*goal) for goal in wanted)
 
 
 def print_report(
@@ -1066,65 +1026,65 @@ def print_report(
     streams: dict[str, dict],
 ) -> None:
     print()
-    header = f"{'target':<12} {'conns':>5} {'rps':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>8}"
+    width = max([len(r.target) for r in results] + [len(name) for name in unavailable] + [12])
+    header = (
+        f"{'target':<{width}} {'conns':>5} {'rps':>10} {'p50 ms':>9} {'p99 ms':>9} "
+        f"{'rps/pt':>7} {'p99/pt':>7} {'errors':>8}"
+    )
     if results:
         print(header)
         print("-" * len(header))
     for r in results:
         v = r.values
         errors = f"{r.errors}" + (" !!" if r.errors else "")
+        # against the passthrough at the same connection count, in this run
+        pt = find(results, "passthrough", r.connections)
+        rps_pt = f"{v['rps'] / pt.values['rps']:.3f}" if pt and pt.values["rps"] else "-"
+        p99_pt = f"{v['p99_ms'] / pt.values['p99_ms']:.2f}" if pt and pt.values["p99_ms"] else "-"
         print(
-            f"{r.target:<12} {r.connections:>5} {v['rps']:>10.1f} {v['p50_ms']:>9.3f} "
-            f"{v['p99_ms']:>9.3f} {errors:>8}"
+            f"{r.target:<{width}} {r.connections:>5} {v['rps']:>10.1f} {v['p50_ms']:>9.3f} "
+            f"{v['p99_ms']:>9.3f} {rps_pt:>7} {p99_pt:>7} {errors:>8}"
         )
     if any(r.errors for r in results):
         print("!! = non-2xx responses or socket errors: those figures are NOT valid")
     for name, reason in unavailable.items():
-        first = one_line(reason)
-        print(f"{name:<12} not measured: {first}")
+        print(f"{name:<{width}} not measured: {one_line(reason)}")
     print()
 
     def fmt(value: object, unit: str = "") -> str:
         return "n/a" if value is None else f"{value}{unit}"
 
-    if results:
-        print(
-            f"gateway rps / passthrough rps (32 conns): "
-            f"{fmt(derived.get('gateway_over_passthrough_rps_c32'))}  "
-            f"(goal >= {GOAL_GATEWAY_OVER_PASSTHROUGH})"
-        )
-        print(
-            f"gateway p50 - direct p50 (1 conn):       "
-            f"{fmt(derived.get('gateway_minus_direct_p50_ms_c1'), ' ms')}  "
-            f"(goal <= {GOAL_P50_OVERHEAD_MS} ms)"
-        )
-        print(
-            f"passthrough p50 - direct p50 (1 conn):   "
-            f"{fmt(derived.get('passthrough_minus_direct_p50_ms_c1'), ' ms')}  (reference)"
-        )
-        print(
-            f"gateway rps / relay rps (32 conns):      "
-            f"{fmt(derived.get('gateway_over_relay_rps_c32'))}  "
-            f"(goal >= {GOAL_GATEWAY_OVER_RELAY}; relay = {RELAY_REF}, no limits)"
-        )
-        if "responses_over_gateway_rps_c32" in derived:
-            print(
-                f"responses rps / gateway rps (32 conns):  "
-                f"{fmt(derived.get('responses_over_gateway_rps_c32'))}  (reference)"
-            )
-            print(
-                f"responses p50 - gateway p50 (1 conn):    "
-                f"{fmt(derived.get('responses_minus_gateway_p50_ms_c1'), ' ms')}  (reference)"
-            )
-        if "gateway_over_litellm_rps_c32" in derived:
-            ratio = fmt(derived.get("gateway_over_litellm_rps_c32"))
-            print(f"gateway rps / litellm rps (32 conns):    {ratio}")
+    lines = [
+        ("gateway rps / passthrough rps (32 conns)", "gateway_over_passthrough_rps_c32", ""),
+        ("gateway p99 / passthrough p99 (32 conns)", "gateway_over_passthrough_p99_c32", ""),
+        ("gateway p50 - passthrough p50 (1 conn)", "gateway_minus_passthrough_p50_ms_c1", " ms"),
+        ("gateway p50 - direct p50 (1 conn)", "gateway_minus_direct_p50_ms_c1", " ms"),
+        ("passthrough p50 - direct p50 (1 conn)", "passthrough_minus_direct_p50_ms_c1", " ms"),
+        (f"gateway rps / relay rps (32 conns, relay = {RELAY_REF})", "gateway_over_relay_rps_c32", ""),
+    ]
+    for name in TRANSLATED:
+        key = figure_key(name)
+        lines.append((f"{name} rps / passthrough rps (32 conns)", f"{key}_over_passthrough_rps_c32", ""))
+        lines.append((f"{name} rps / gateway rps (32 conns)", f"{key}_over_gateway_rps_c32", ""))
+    lines.append(("gateway rps / litellm rps (32 conns)", "gateway_over_litellm_rps_c32", ""))
+    shown = [(label, key, unit) for label, key, unit in lines if key in derived]
+    if shown:
+        pad = max(len(label) for label, _, _ in shown) + 1
+        for label, key, unit in shown:
+            print(f"{label + ':':<{pad}} {fmt(derived[key], unit)}")
         print()
     for label, s in streams.items():
         print(
-            f"{label}: {s['completed']}/{s['streams']} streams completed in "
-            f"{s['seconds']}s, max worker RSS {fmt(s['max_worker_rss_mb'], ' MB')} "
-            f"(per worker: {s['peak_rss_mb']})"
+            f"stream {label}: {s['completed']}/{s['streams']} ended with [DONE] in {s['seconds']}s; "
+            f"first chunk p50 {fmt(s['first_chunk_p50_s'], ' s')}, p99 {fmt(s['first_chunk_p99_s'], ' s')}; "
+            f"peak RSS per worker (MB) {s['peak_rss_mb']}; connections per worker at the peak "
+            f"{s['connections_at_peak']} (busiest {fmt(s['busiest_worker_share'])}); "
+            f"{s['clients']} client processes, CPU share {s['client_cpu_share']}"
+        )
+    if "stream_first_chunk_p50_over_passthrough" in derived:
+        print(
+            "stream first chunk p50, gateway / passthrough: "
+            f"{fmt(derived['stream_first_chunk_p50_over_passthrough'])}"
         )
     if streams:
         print()
@@ -1159,12 +1119,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(TARGETS),
-        help="comma-separated targets (default: all; litellm also needs BENCH_LITELLM=1)",
+        help="comma-separated targets (default: all); BENCH_LITELLM=1 adds litellm to any list",
     )
     parser.add_argument(
         "--stream",
         action="store_true",
-        help="also run the 1,000-stream memory test (gateway, passthrough as reference)",
+        help="also run the concurrent-streams test (gateway, passthrough as reference)",
     )
     parser.add_argument(
         "--stream-only",
@@ -1174,11 +1134,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--streams",
         type=int,
-        default=1000,
-        help="concurrent streams for --stream (default 1000)",
+        default=10_000,
+        help="concurrent streams for --stream (default 10000)",
     )
     parser.add_argument("--stream-chunks", type=int, default=40)
     parser.add_argument("--stream-interval", type=float, default=0.5)
+    parser.add_argument(
+        "--stream-clients",
+        type=int,
+        default=None,
+        help="load-generator processes for --stream (default: one per 1,000 streams, at most 4)",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -1223,10 +1189,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_signal_handlers()
-    nofile = raise_nofile_limit()
+    nofile = raise_nofile_limit(nofile_needed(args.streams if args.stream else 0))
 
     targets = list(args.targets)
-    if "litellm" in targets and os.environ.get("BENCH_LITELLM") != "1":
+    if os.environ.get("BENCH_LITELLM") == "1":
+        if "litellm" not in targets and not args.stream_only:
+            targets.append("litellm")
+            log("BENCH_LITELLM=1: litellm is measured too")
+    elif "litellm" in targets:
         targets.remove("litellm")
         log("litellm skipped: set BENCH_LITELLM=1 to benchmark it too")
 
@@ -1237,6 +1207,7 @@ def main(argv: list[str] | None = None) -> int:
     streams: dict[str, dict] = {}
     redis_url: str | None = None
     redis_started = False
+    restore_kernel = None
     log(f"temp dir {tmp}; RLIMIT_NOFILE {nofile}; {os.cpu_count()} CPUs")
 
     def gateway_redis(db: int) -> str | None:
@@ -1263,27 +1234,19 @@ def main(argv: list[str] | None = None) -> int:
                         target = Target("direct", upstream + ENDPOINT)
                     elif name == "passthrough":
                         target = start_passthrough(procs, tmp, upstream, args.workers)
-                    elif name == "gateway":
+                    elif name in GATEWAY_VARIANTS:
+                        variant = dict(GATEWAY_VARIANTS[name])
+                        db = variant.pop("redis_db")
                         target = start_gateway(
                             procs,
                             tmp,
                             upstream + "/v1",
-                            gateway_redis(0),
+                            gateway_redis(db),
                             args.workers,
+                            name=name,
                             limits=not args.no_limits,
-                        )
-                    elif name == "responses":
-                        target = start_gateway(
-                            procs,
-                            tmp,
-                            upstream + "/v1",
-                            gateway_redis(3),
-                            args.workers,
-                            name="responses",
-                            limits=not args.no_limits,
-                            target="responses",
-                            endpoint=RESPONSES_ENDPOINT,
-                            body=RESPONSES_BODY,
+                            target=name,
+                            **variant,
                         )
                     elif name == "relay":
                         worktree = relay_worktree(tmp, args.relay_ref)
@@ -1310,10 +1273,25 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.stream:
             stream_targets = [t for t in ("gateway", "passthrough") if t in targets]
+            backlog = backlog_for(args.streams)
+            clients = args.stream_clients or client_count(args.streams)
             if not stream_targets:
                 log("--stream needs gateway and/or passthrough in --only")
             else:
-                slow = start_slow_stream(procs, tmp, args.stream_chunks, args.stream_interval)
+                if nofile < nofile_needed(args.streams):
+                    log(
+                        f"RLIMIT_NOFILE {nofile} < {nofile_needed(args.streams)}: a worker holding most of "
+                        f"{args.streams} streams may run out of file descriptors (raise the hard limit)"
+                    )
+                restore_kernel = kernel_limits(args.streams, log)
+                slow = start_slow_stream(
+                    procs,
+                    tmp,
+                    args.stream_chunks,
+                    args.stream_interval,
+                    processes=1 if args.streams <= 1000 else 2,
+                    backlog=backlog,
+                )
             for name in stream_targets:
                 log(f"=== stream: {name} ===")
                 target = None
@@ -1327,11 +1305,15 @@ def main(argv: list[str] | None = None) -> int:
                             args.workers,
                             name="gateway-stream",
                             limits=not args.no_limits,
+                            backlog=backlog,
+                            credit=True,
                         )
                     else:
-                        target = start_passthrough(procs, tmp, slow, args.workers, name="passthrough-stream")
+                        target = start_passthrough(
+                            procs, tmp, slow, args.workers, name="passthrough-stream", backlog=backlog
+                        )
                     streams[name] = stream_test(
-                        target, args.streams, args.stream_chunks, args.stream_interval
+                        procs, target, tmp, args.streams, args.stream_chunks, args.stream_interval, clients
                     )
                 except Exception as exc:  # report, then go on with the other targets
                     unavailable[f"stream:{name}"] = describe(exc)
@@ -1350,6 +1332,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         procs.stop_all()
+        if restore_kernel is not None:
+            restore_kernel()
         if (tmp / "relay-code").exists():
             drop_worktree(tmp / "relay-code")
         if args.keep_tmp:
@@ -1360,7 +1344,12 @@ def main(argv: list[str] | None = None) -> int:
     derived = derive(results, args.duration)
     if unavailable:
         derived["unavailable"] = {k: one_line(v) for k, v in unavailable.items()}
-    derived["goals"] = goals(derived, results, streams.get("gateway"))
+    derived["goals"] = {} if args.stream_only else goals(derived, targets)
+    if args.stream:
+        derived["stream_first_chunk_p50_over_passthrough"] = stream_first_chunk_ratio(
+            streams.get("gateway"), streams.get("passthrough")
+        )
+        derived["goals"].update(stream_goals(streams.get("gateway"), streams.get("passthrough")))
     print_report(results, derived, unavailable, streams)
 
     report: dict = {

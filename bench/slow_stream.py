@@ -7,7 +7,10 @@ SSE stream: ``--chunks`` (default 40) content chunks ``--interval`` (default
 Without ``stream`` it answers a fixed ``chat.completion`` JSON at once (used
 by bench/run.py as a pre-flight check). ``GET /health`` answers 200.
 
-    python bench/slow_stream.py --port 8090 [--chunks 40] [--interval 0.5]
+    python bench/slow_stream.py --port 8090 [--chunks 40] [--interval 0.5] [--processes 2]
+
+``--processes N`` forks N servers that share the port (SO_REUSEPORT: the kernel spreads the
+connections over them), so that 10,000 streams x 2 chunks/s are not one event loop's work.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 
 from aiohttp import web
 
@@ -97,7 +101,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--chunks", type=int, default=40)
     parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--processes", type=int, default=1, help="servers sharing the port")
+    parser.add_argument("--backlog", type=int, default=4096, help="listen backlog (capped by somaxconn)")
     args = parser.parse_args()
+    for _ in range(args.processes - 1):
+        if os.fork() == 0:  # a child serves too; the parent forks the others
+            break
     try:
         import uvloop
 
@@ -110,7 +119,8 @@ def main() -> None:
         port=args.port,
         access_log=None,
         print=None,
-        backlog=4096,
+        backlog=args.backlog,
+        reuse_port=args.processes > 1,
         shutdown_timeout=1,
     )
 
