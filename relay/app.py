@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 
-import aiohttp
 from django.conf import settings
 from django.utils.module_loading import import_string
 
@@ -26,6 +25,7 @@ from .metrics import MetricsFlusher
 from .pipeline import Pipeline
 from .protocols.openai import OPENAI
 from .routes import TABLE
+from .upstream_http import UpstreamClient
 from .usage import make_queue
 
 logger = logging.getLogger("relay")
@@ -43,7 +43,7 @@ FIRST_RUN_DELAY = 10.0  # the first probe soon after start, not a whole interval
 
 class RelayApp:
     def __init__(self) -> None:
-        self.session: aiohttp.ClientSession | None = None
+        self.session: UpstreamClient | None = None  # provider calls
         self.forwarder: Forwarder | None = None
         self.usage = None
         self.auth = Authenticator()
@@ -61,8 +61,7 @@ class RelayApp:
         if self.session is not None:
             return
         self.loop = asyncio.get_running_loop()
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
+        self.session = UpstreamClient()
         self.forwarder = Forwarder(self.session)
         self.usage = make_queue()
         self.store = self.store or get_store()  # the process's store, unless given one

@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 import orjson
 from django.conf import settings
 
@@ -27,10 +26,11 @@ from .db import db_async
 from .errors import RelayError
 from .http import Context
 from .routing import ROUTER
+from .upstream_http import UpstreamClient
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_EXCEPTIONS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+RETRYABLE_EXCEPTIONS = (asyncio.TimeoutError, OSError)
 
 
 @dataclass(slots=True)
@@ -178,25 +178,31 @@ def candidates(routes: list[Route], strategy: str, key: str) -> list[Route]:
 
 
 class Forwarder:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
+    def __init__(self, client: UpstreamClient) -> None:
+        self.client = client
 
     async def fetch(self, request: UpstreamRequest, *, timeout: float) -> tuple[int | None, bytes]:
         """One upstream call outside the billed path (e.g. token counting): its status and
         body, or (None, b"") when it could not be reached."""
         try:
-            async with self.session.request(
-                request.method,
-                request.url,
-                data=request.body,
-                headers=request.headers,
-                timeout=aiohttp.ClientTimeout(
-                    total=timeout, sock_connect=settings.RELAY_UPSTREAM_CONNECT_TIMEOUT
-                ),
-            ) as response:
-                return response.status, await response.read()
-        except RETRYABLE_EXCEPTIONS:
+            async with asyncio.timeout(timeout):
+                response = await self._send(request, timeout)
+                try:
+                    return response.status, await response.read()
+                finally:
+                    response.release()
+        except (*RETRYABLE_EXCEPTIONS, ValueError):
             return None, b""
+
+    def _send(self, request: UpstreamRequest, read_timeout: float | None):
+        return self.client.request(
+            request.method,
+            request.url,
+            data=request.body,
+            headers=request.headers,
+            connect_timeout=settings.RELAY_UPSTREAM_CONNECT_TIMEOUT,
+            read_timeout=read_timeout,
+        )
 
     async def forward(
         self, ctx: Context, call: Call, routes: list[Route], record: UsageRecord, *, respond: bool = True
@@ -223,18 +229,9 @@ class Forwarder:
             started = time.monotonic()
             state.in_flight += 1
             try:
-                response = await self.session.request(
-                    request.method,
-                    request.url,
-                    data=request.body,
-                    headers=request.headers,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None,
-                        sock_connect=settings.RELAY_UPSTREAM_CONNECT_TIMEOUT,
-                        sock_read=route.timeout,
-                    ),
-                )
-            except RETRYABLE_EXCEPTIONS as exc:
+                response = await self._send(request, route.timeout)
+            except (*RETRYABLE_EXCEPTIONS, ValueError) as exc:
+                # ValueError: the route's URL or headers cannot be sent (its configuration)
                 state.in_flight -= 1
                 status = 504 if isinstance(exc, asyncio.TimeoutError) else 502
                 message = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
@@ -243,6 +240,18 @@ class Forwarder:
                 ROUTER.record_failure(route.provider_id)
                 continue
             try:
+                if 300 <= response.status < 400:
+                    # never followed: a POST must not turn into a GET somewhere else
+                    await response.read()
+                    where = response.headers.get("location", "?")[:200]
+                    message = (
+                        f"the upstream redirected ({response.status}) to {where}; "
+                        "set the provider's base URL to where it points"
+                    )
+                    self._tried(record, route, response.status, message, started)
+                    ROUTER.record_failure(route.provider_id)
+                    last = UpstreamError(502, message, retryable=True)
+                    continue
                 if response.status >= 400:
                     payload = await response.read()
                     error = adapter.classify_error(response.status, payload)

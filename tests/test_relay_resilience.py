@@ -8,8 +8,10 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import httpx
@@ -108,6 +110,38 @@ def test_failover_to_the_next_provider(gateway, world, fake, fake_b, kind):
     if kind == "stall-past-timeout":
         # the provider's own timeout (1 s) ended the attempt, not the 3 s stall
         assert 1.0 <= elapsed < 2.5
+
+
+@pytest.fixture
+def redirecting():
+    """An upstream that answers every POST with a 307 to another (closed) loopback port."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(307)
+            self.send_header("Location", f"{CLOSED_PORT_URL}/v1/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_redirect_is_not_followed_but_failed_over(gateway, world, redirecting, fake_b):
+    # a POST must not be replayed as a GET (or at all) somewhere the operator did not set
+    setup = pair(world, redirecting, fake_b)
+    completion, rid = ask(client_for(gateway, setup.key))
+    assert completion.choices[0].message.content == DEFAULT_REPLY
+    log = wait_usage(rid)
+    assert tried(log) == [(setup.a.pk, 307), (setup.b.pk, 200)]
+    assert f"redirected (307) to {CLOSED_PORT_URL}/v1/chat/completions" in log.providers_tried[0]["error"]
 
 
 def test_client_error_is_passed_through_not_failed_over(gateway, world, fake, fake_b):
