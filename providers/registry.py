@@ -3,6 +3,8 @@ one line here). Callers ask for a capability, never for a type."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .anthropic import AnthropicAdapter
 from .base import Adapter, Capability
 from .gemini import GeminiAdapter
@@ -26,6 +28,7 @@ def get_adapter(provider_type: str) -> Adapter:
         raise LookupError(f"no adapter for provider type {provider_type!r}") from None
 
 
+@lru_cache(maxsize=256)  # the registry is filled at import and never changes
 def supports(provider_type: str, capability: Capability) -> bool:
     adapter = REGISTRY.get(provider_type)
     return adapter is not None and adapter.supports(capability)

@@ -47,7 +47,7 @@ def encoding() -> tiktoken.Encoding:
 def count_text(text: str) -> int:
     if not text:
         return 0
-    return len(encoding().encode(text, disallowed_special=()))
+    return len(encoding().encode_ordinary(text))  # special tokens' text counted as text
 
 
 def _content_text(content) -> str:

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,7 +68,13 @@ class RequestError(ValueError):
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{os.urandom(16).hex()}"  # 128 random bits, as uuid4().hex, at a third of its cost
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (what requests and stored responses hold), several times
+    faster than ``copy.deepcopy``."""
+    return orjson.loads(orjson.dumps(value))
 
 
 # --------------------------------------------------------------------------- tools
@@ -296,7 +302,7 @@ def normalize_input(value: Any) -> list[dict]:
     for index, raw in enumerate(value):
         if not isinstance(raw, dict):
             raise RequestError(f"input[{index}] must be an object.", param=f"input[{index}]")
-        item = copy.deepcopy(raw)
+        item = json_copy(raw)
         kind = item.setdefault("type", "message")
         if kind == "message":
             role = item.get("role")
@@ -455,7 +461,7 @@ def responses_to_chat(body: dict, *, history: list[dict] | None = None, reasonin
             code="unsupported_parameter",
         )
     input_items = normalize_input(body.get("input", []))
-    conversation = copy.deepcopy(history or [])
+    conversation = json_copy(history) if history else []
     items_to_messages(input_items, conversation)
     messages: list[dict] = []
     instructions = body.get("instructions")
@@ -463,7 +469,7 @@ def responses_to_chat(body: dict, *, history: list[dict] | None = None, reasonin
         messages.append({"role": "system", "content": instructions})
     elif isinstance(instructions, list):
         items_to_messages(normalize_input(instructions), messages)
-    messages.extend(copy.deepcopy(conversation))
+    messages.extend(json_copy(conversation))
     chat: dict[str, Any] = {"model": body.get("model"), "messages": messages}
     tools, names, dropped = translate_tools(body.get("tools"))
     if tools:
@@ -690,7 +696,7 @@ def output_text(response: dict) -> str:
 def conversation_after(plan_messages: list[dict], response: dict) -> list[dict]:
     """The chat messages a follow-up (``previous_response_id``) continues from: the
     conversation so far and the answer (reasoning is not kept: chat cannot replay it)."""
-    return items_to_messages(response.get("output") or [], copy.deepcopy(plan_messages))
+    return items_to_messages(response.get("output") or [], json_copy(plan_messages))
 
 
 # --------------------------------------------------------------------------- stream
