@@ -1,11 +1,16 @@
-"""A minimal pipelining Redis client for the relay's two scripts per request.
+"""A minimal pipelining Redis client for the counter store's scripts on the request path.
 
-redis-py's asyncio client spends about 120 us of CPU per command on this machine (its
-connection pool, command objects, parser and one task per call), several times the
-loopback round trip. The relay's hot path needs only EVALSHA in batches, so this speaks
-RESP directly: commands are packed by hiredis and written together, replies are parsed by
-hiredis' C reader and handed straight to the callers' futures, on one connection per worker
-(Redis answers in order, so one connection carries every pipelined request of the worker).
+redis-py's asyncio client (8.1, hiredis parser) spends 100 to 145 us of CPU per EVALSHA
+of the relay's scripts on this machine when commands go one at a time, 45 to 95 us with
+32 callers, pipelined or not (its connection pool, command objects, a response callback
+and an awaited read with a timeout per reply); this client spends 35 to 39 us and 11 to 12 us
+(bench/redis_client.py, 2026-12-01; docs/decisions.md, "Redis client: measured again").
+With leases a busy key rarely reaches Redis, but a key with a small concurrency limit, or
+near any limit, reserves per request: one or two calls each. The relay's hot path needs
+only EVALSHA in batches, so this speaks RESP directly: commands are packed by hiredis and
+written together, replies are parsed by hiredis' C reader and handed straight to the
+callers' futures, on one connection per worker (Redis answers in order, so one connection
+carries every pipelined request of the worker).
 """
 
 from __future__ import annotations
