@@ -11,7 +11,6 @@ import logging
 from collections import defaultdict
 from datetime import timedelta
 
-import httpx
 from django.conf import settings
 from django.utils import timezone
 
@@ -30,6 +29,8 @@ TIMEOUT = 15.0
 
 
 def _poll_provider(provider: Provider, tasks: list[MidjourneyTask]) -> int:
+    import httpx  # here, not at import: httpx brings 25 MB of modules into every relay worker
+
     adapter = get_adapter(provider.type)
     if not adapter.supports(Capability.TASKS):
         return 0

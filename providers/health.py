@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import httpx
 from django.utils import timezone
 
 from . import crypto
@@ -50,6 +49,8 @@ class ModelListError(Exception):
 
 def provider_upstream_models(provider: Provider, *, timeout: float = 15.0) -> list[UpstreamModel]:
     """The models the provider's upstream account lists (its model-list capability)."""
+    import httpx  # here, not at import: httpx brings 25 MB of modules into every relay worker
+
     adapter = get_adapter(provider.type)
     if not adapter.supports(Capability.MODEL_LIST):
         raise ModelListError(f"Providers of type {provider.get_type_display()} do not list their models.")
@@ -75,6 +76,8 @@ def provider_upstream_models(provider: Provider, *, timeout: float = 15.0) -> li
 
 
 def provider_probe(provider: Provider, *, timeout: float = 15.0) -> ProbeResult:
+    import httpx  # here, not at import: httpx brings 25 MB of modules into every relay worker
+
     try:
         api_key = crypto.decrypt(provider.credentials_encrypted)
     except crypto.CredentialError as exc:
