@@ -18,6 +18,7 @@ subclasses (refused, reset, TLS, a malformed response: ``UpstreamProtocolError``
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 import zlib
@@ -33,6 +34,7 @@ MAX_IDLE_PER_ORIGIN = 1024
 PAUSE_BYTES = 256 * 1024  # a stream's unread bytes before the socket stops being read
 RESUME_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 64 * 1024
+DNS_TTL = 300.0  # seconds a host's addresses are reused for new connections
 
 
 class UpstreamProtocolError(ConnectionError):
@@ -397,6 +399,7 @@ class UpstreamClient:
         self.keepalive = keepalive
         self._ssl = ssl_context
         self._idle: dict[Origin, list[_Connection]] = {}
+        self._dns: dict[tuple[str, int], tuple[float, object]] = {}
         self._sweeper = self.loop.call_later(keepalive, self._sweep)
         self._closed = False
 
@@ -452,15 +455,53 @@ class UpstreamClient:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
-        connect = self.loop.create_connection(
-            lambda: _Connection(origin),
-            host,
-            port,
-            ssl=tls,
-            server_hostname=host if tls is not None else None,
-        )
-        _, connection = await asyncio.wait_for(connect, timeout)
-        return connection
+        async with asyncio.timeout(timeout):
+            addresses = await self._resolve(host, port)
+            error: OSError | None = None
+            for family, address in addresses:  # in the resolver's order, the next on failure
+                try:
+                    _, connection = await self.loop.create_connection(
+                        lambda: _Connection(origin),
+                        address[0],
+                        port,
+                        family=family,
+                        ssl=tls,
+                        server_hostname=host if tls is not None else None,
+                    )
+                    return connection
+                except OSError as exc:
+                    error = exc
+            raise error or OSError(f"no address for {host}")
+
+    async def _resolve(self, host: str, port: int) -> list[tuple[int, tuple]]:
+        """The host's addresses, cached for ``DNS_TTL`` seconds: a burst of new streams
+        does not queue thousands of lookups on the thread pool; one lookup per host is
+        shared by the connections that wait for it."""
+        key = (host, port)
+        now = time.monotonic()
+        cached = self._dns.get(key)
+        if cached is not None:
+            expires, addresses = cached
+            if isinstance(addresses, asyncio.Future):
+                return await asyncio.shield(addresses)
+            if expires > now:
+                return addresses
+        lookup = self.loop.create_future()
+        self._dns[key] = (now + DNS_TTL, lookup)
+        try:
+            infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in infos))
+            if not addresses:
+                raise OSError(f"no address for {host}")
+        except BaseException as exc:
+            del self._dns[key]
+            if not lookup.done():
+                lookup.set_exception(exc if isinstance(exc, Exception) else OSError(str(exc)))
+                lookup.exception()  # retrieved: nobody else may be waiting
+            raise
+        self._dns[key] = (now + DNS_TTL, addresses)
+        lookup.set_result(addresses)
+        return addresses
 
     def _take(self, origin: Origin) -> _Connection | None:
         idle = self._idle.get(origin)

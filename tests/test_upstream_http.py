@@ -317,3 +317,27 @@ async def test_tls_with_certificate_checks(tmp_path):
         with pytest.raises(ssl.SSLError):
             await strict.request("POST", f"{server.url}/v1/x", data=BODY, connect_timeout=5)
         await strict.close()
+
+
+async def test_a_burst_of_new_connections_resolves_the_host_once(monkeypatch):
+    async with Server(answer(b"{}")) as server:
+        client = UpstreamClient()
+        lookups = []
+        real = client.loop.getaddrinfo
+
+        async def counting(host, port, **kwargs):
+            lookups.append(host)
+            return await real(host, port, **kwargs)
+
+        monkeypatch.setattr(client.loop, "getaddrinfo", counting)
+
+        async def one():
+            response = await client.request("POST", f"http://localhost:{server.port}/v1/x", data=BODY)
+            body = await response.read()
+            response.release()
+            return body
+
+        assert await asyncio.gather(*[one() for _ in range(50)]) == [b"{}"] * 50
+        await client.close()
+    assert lookups == ["localhost"]
+    assert server.connections == 50  # all at once: fifty connections, one lookup
