@@ -74,7 +74,10 @@ def new_id(prefix: str) -> str:
 def json_copy(value: Any) -> Any:
     """A deep copy of JSON data (what requests and stored responses hold), several times
     faster than ``copy.deepcopy``."""
-    return orjson.loads(orjson.dumps(value))
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: the request answers 400 later
+        return copy.deepcopy(value)
 
 
 # --------------------------------------------------------------------------- tools
