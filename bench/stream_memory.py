@@ -229,18 +229,18 @@ def object_growth(result: dict, top: int) -> list[tuple[str, float]]:
     return [(kind, round(count / streams, 2)) for kind, count in ranked if count > 0]
 
 
-def where(trace: tracemalloc.Traceback) -> str:
+def where(trace: tracemalloc.Traceback, code: Path) -> str:
     """An allocation's traceback in one line: the innermost frame and the innermost
-    frames of the project's own code (the caller that made it)."""
-    root = str(REPO_ROOT) + os.sep
+    frames of the project's own code in ``code`` (the caller that made it)."""
+    root = str(code) + os.sep
     frames = list(reversed(trace))  # a Traceback runs from the oldest frame: innermost first
     ours = [f for f in frames if f.filename.startswith(root) and "/.venv/" not in f.filename]
     shown = [] if frames[0] in ours else [f"{Path(frames[0].filename).name}:{frames[0].lineno}"]
-    shown += [f"{os.path.relpath(frame.filename, REPO_ROOT)}:{frame.lineno}" for frame in ours[:3]]
+    shown += [f"{os.path.relpath(frame.filename, code)}:{frame.lineno}" for frame in ours[:3]]
     return " < ".join(shown)
 
 
-def allocation_sites(result: dict, top: int) -> dict:
+def allocation_sites(result: dict, top: int, code: Path) -> dict:
     streams = max(result["open"]["streams"], 1)
     filters = [tracemalloc.Filter(False, pattern) for pattern in PROBE_FILES]
     idle = tracemalloc.Snapshot.load(result["idle"]["snapshot"]).filter_traces(filters)
@@ -256,7 +256,7 @@ def allocation_sites(result: dict, top: int) -> dict:
                 {
                     "per_stream_b": round(stat.size_diff / streams),
                     "count_per_stream": round(stat.count_diff / streams, 2),
-                    "where": where(stat.traceback),
+                    "where": where(stat.traceback, code),
                 }
                 for stat in stats[:top]
             ],
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             figures["objects"] = object_growth(rss, args.top)
             if not args.no_trace:
                 traced = run_target(procs, tmp, name, traced_upstream, url, args, frames=args.frames)
-                figures["sites"] = allocation_sites(traced, args.top)
+                figures["sites"] = allocation_sites(traced, args.top, args.code.resolve())
             report["targets"][name] = figures
     except BenchError as exc:
         log(f"ERROR: {exc}")
