@@ -154,8 +154,9 @@ class Pipeline:
     @staticmethod
     async def _until_done_or_gone(ctx: Context, work, record: UsageRecord) -> None:
         """Run a stream's ``work`` in this task, cut short when the client leaves (the
-        upstream is cancelled at once): a callback on one pending ``receive``, no task
-        of its own and none for the work (a task per side cost each open stream ~2 KB)."""
+        upstream is cancelled at once): a callback on one pending ``receive``. A task for
+        the work beside a watcher task, joined by ``asyncio.wait``, cost each open stream
+        about 2 KB more (docs/decisions.md, "Per-stream memory")."""
         watch = ClientWatch(ctx)
         try:
             await work
