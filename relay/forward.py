@@ -92,28 +92,49 @@ class Call:
 
 class StreamProgress:
     """A stream's usage so far: the upstream's figures where it gave them, else its text
-    counted locally, only the part produced since the last call each time."""
+    counted locally. The text is counted as it comes (``take``, every ``TAKE_PARTS`` pieces)
+    and dropped, so a stream holds the chunk in flight and its counts, never its answer."""
 
-    __slots__ = ("call", "translator", "counted", "completion", "prompt")
+    __slots__ = ("call", "translator", "completion", "prompt", "tail")
+
+    TAKE_PARTS = 16  # pieces of text collected before they are counted and dropped
+    TAIL_LIMIT = 8192  # characters kept uncounted while no safe place to cut them shows
 
     def __init__(self, call: Call, translator: StreamTranslator) -> None:
         self.call = call
         self.translator = translator
-        self.counted = 0
-        self.completion = 0
+        self.completion = 0  # tokens of the text counted so far
         self.prompt: int | None = None
+        self.tail = ""  # text collected but not counted yet: the last word may go on
+
+    def take(self, *, final: bool = False) -> None:
+        """Count the text collected since the last call, up to the last place where a cut
+        leaves the count of the whole unchanged (a space after a non-space: the tokenizer's
+        pieces never straddle one), all of it when ``final``."""
+        parts = self.translator.text_parts
+        if not parts and not (final and self.tail):
+            return
+        text = self.tail + "".join(parts)
+        parts.clear()
+        cut = len(text)
+        if not final:
+            cut = text.rfind(" ")
+            while cut > 0 and text[cut - 1].isspace():
+                cut = text.rfind(" ", 0, cut - 1)
+            if cut <= 0:
+                cut = len(text) if len(text) > self.TAIL_LIMIT else 0
+        self.completion += tokens.count_text(text[:cut])
+        self.tail = text[cut:]
 
     def __call__(self) -> Usage:
-        parts = self.translator.text_parts
-        if len(parts) > self.counted:
-            self.completion += tokens.count_text("".join(parts[self.counted :]))
-            self.counted = len(parts)
+        self.take()
+        completion = self.completion + tokens.count_text(self.tail)
         reported = self.translator.usage
         if reported is not None and reported.prompt_tokens:
             self.prompt = reported.prompt_tokens
         elif self.prompt is None:
             self.prompt = self.call.count_prompt()
-        completion = max(self.completion, reported.completion_tokens if reported is not None else 0)
+        completion = max(completion, reported.completion_tokens if reported is not None else 0)
         return Usage(prompt_tokens=self.prompt, completion_tokens=completion)
 
 
@@ -276,6 +297,7 @@ class Forwarder:
                 self._tried(record, route, response.status, "", started)
                 body = None
                 if call.stream:
+                    request = None  # sent: an open stream does not hold the upstream body
                     await self._stream(ctx, call, adapter, response, record, started)
                 else:
                     body = await self._json(ctx, call, adapter, response, record, respond=respond)
@@ -342,7 +364,7 @@ class Forwarder:
         self, ctx: Context, call: Call, adapter: Adapter, response, record: UsageRecord, started
     ):
         translator = call.translator(adapter)
-        record.progress = StreamProgress(call, translator)
+        progress = record.progress = StreamProgress(call, translator)
         await ctx.start_stream(call.headers)
         error = ""
         try:
@@ -352,6 +374,8 @@ class Forwarder:
                     if record.ttft_ms is None:
                         record.ttft_ms = int((time.monotonic() - ctx.started) * 1000)
                     await ctx.stream_chunk(out)
+                if len(translator.text_parts) >= progress.TAKE_PARTS:
+                    progress.take()
                 if translator.cut_upstream:
                     break  # the answer is complete for the client (a stop sequence): stop the upstream
             tail = translator.close()
@@ -372,9 +396,9 @@ class Forwarder:
             error = f"The upstream stream was interrupted ({type(exc).__name__})."
         except asyncio.CancelledError:
             record.client_disconnected = True
-            self._settle_stream(call, translator, record)
+            self._settle_stream(call, progress, record)
             raise
-        self._settle_stream(call, translator, record)
+        self._settle_stream(call, progress, record)
         if error:
             record.status_code = 502
             record.error = error
@@ -384,12 +408,13 @@ class Forwarder:
             await ctx.end_stream()
 
     @staticmethod
-    def _settle_stream(call: Call, translator: StreamTranslator, record: UsageRecord) -> None:
+    def _settle_stream(call: Call, progress: StreamProgress, record: UsageRecord) -> None:
+        translator = progress.translator
         if translator.usage is not None and translator.finished:
             record.usage = translator.usage
             return
         # no final usage object: count what the upstream produced
-        produced = "".join(translator.text_parts)
+        progress.take(final=True)
         prompt = translator.usage.prompt_tokens if translator.usage else call.count_prompt()
-        record.usage = Usage(prompt_tokens=prompt, completion_tokens=tokens.count_text(produced))
+        record.usage = Usage(prompt_tokens=prompt, completion_tokens=progress.completion)
         record.usage_estimated = True

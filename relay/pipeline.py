@@ -8,7 +8,6 @@ client leaving) -> exactly one typed usage event, settled against the reservatio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -67,6 +66,7 @@ class Pipeline:
         try:
             raw = await ctx.read_body()
             call, routes = await endpoint.prepare(ctx, raw, record)
+            raw = None  # parsed: a stream does not hold the request's bytes while it lasts
             allowed, asked = requested_completion(call.body, record.request_type, call.model_max)
             wanted = _plan(ctx, call, record, completion=allowed)
             refusal = await self._reserve(wanted)
@@ -88,7 +88,7 @@ class Pipeline:
                 work = self.forwarder.forward(ctx, call, routes, record)
             if call.stream:
                 # streams watch for the client leaving, to cancel the upstream at once
-                await self._until_done_or_gone(ctx, asyncio.ensure_future(work), record)
+                await self._until_done_or_gone(ctx, work, record)
             else:
                 await work
         except RelayError as exc:
@@ -152,40 +152,65 @@ class Pipeline:
             raise StoreUnavailable() from None
 
     @staticmethod
-    async def _until_done_or_gone(ctx: Context, task: asyncio.Task, record: UsageRecord) -> None:
-        async def gone() -> None:
-            while True:
-                message = await ctx.receive()
-                if message["type"] == "http.disconnect":
-                    return
-
-        watcher = asyncio.ensure_future(gone())
+    async def _until_done_or_gone(ctx: Context, work, record: UsageRecord) -> None:
+        """Run a stream's ``work`` in this task, cut short when the client leaves (the
+        upstream is cancelled at once): a callback on one pending ``receive``. A task for
+        the work beside a watcher task, joined by ``asyncio.wait``, cost each open stream
+        about 2 KB more (docs/decisions.md, "Per-stream memory")."""
+        watch = ClientWatch(ctx)
         try:
-            done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await work
         except asyncio.CancelledError:
-            # this request is being cancelled (shutdown): stop the stream, but let the
-            # forwarder record what was produced before the usage event is built
-            task.cancel()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
-            raise
-        if task in done or ctx.response_ended:
-            # a client that leaves after the last byte (it read the whole stream) does not
-            # cut the request short: the forwarder finishes its accounting undisturbed
-            watcher.cancel()
-            await task  # re-raise the handler's error, if any
-            return
-        task.cancel()
-        record.client_disconnected = True
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass  # the forwarder recorded the usage produced so far before it stopped
+            if not watch.left:
+                raise  # this request is being cancelled (shutdown): the forwarder recorded its use
+            watch.task.uncancel()  # the forwarder recorded the usage produced so far
         except Exception:
+            if not watch.left:
+                raise
             logger.warning("stream ended with an error after the client left", exc_info=True)
-        if record.status_code < 400:
-            record.status_code = 499  # nginx's "client closed request"
+        else:
+            if watch.left:  # the work ended anyway (it caught the cancellation)
+                watch.task.uncancel()
+        finally:
+            watch.stop()
+        if watch.left:
+            record.client_disconnected = True
+            if record.status_code < 400:
+                record.status_code = 499  # nginx's "client closed request"
+
+
+class ClientWatch:
+    """Cancels the current task when its client disconnects mid-response: one ``receive``
+    pending for the whole stream, with a done callback. A client that leaves after the
+    last byte (it read the whole stream) does not cut the request short: the forwarder
+    finishes its accounting undisturbed."""
+
+    __slots__ = ("ctx", "task", "receiving", "left")
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.task = asyncio.current_task()
+        self.left = False
+        self.receiving: asyncio.Future | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        self.receiving = asyncio.ensure_future(self.ctx.receive())
+        self.receiving.add_done_callback(self._received)
+
+    def _received(self, receiving: asyncio.Future) -> None:
+        if receiving is not self.receiving or receiving.cancelled() or receiving.exception() is not None:
+            return  # stopped, or the server cannot tell us (nothing to watch)
+        if receiving.result()["type"] != "http.disconnect":
+            self._arm()
+        elif not self.ctx.response_ended:
+            self.left = True
+            self.task.cancel()
+
+    def stop(self) -> None:
+        receiving, self.receiving = self.receiving, None
+        if receiving is not None and not receiving.done():
+            receiving.cancel()
 
 
 CHECKPOINT_ERROR = "The gateway worker stopped mid-stream; billed from the stream's last checkpoint."

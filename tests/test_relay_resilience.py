@@ -25,7 +25,9 @@ from core.money import to_nanos
 from keys.models import APIKey
 from keys.services import api_key_create, api_key_revoke, api_key_rotate
 from providers.models import Model, Provider
+from providers.openai.adapter import OpenAIStreamTranslator
 from relay import config as relay_config
+from relay.forward import StreamProgress
 from relay.tokens import count_chat_prompt, count_text
 from tests.conftest import wait_usage
 from tests.fakes.upstream import DEFAULT_REPLY, pieces
@@ -367,6 +369,43 @@ def test_stream_without_upstream_usage_is_counted_locally(gateway, single, fake,
     assert log.prompt_tokens == count_chat_prompt({"messages": messages})
     assert log.usage_estimated is True and log.cost > 0
     assert log.status_code == (502 if cut else 200)
+
+
+# every kind of place a tokenizer piece can end: runs of spaces, tabs, blank lines, code,
+# accents, emoji, digits, contractions
+LONG_REPLY = (
+    "Déjà vu:  the café's naïve résumé, isn't it?\n\n```python\nprint('x')  # 12345\n```\n"
+    "\t- item ☀️  done.   Next:\r\n"
+) * 40
+
+
+def test_long_stream_without_upstream_usage_is_counted_exactly(gateway, single, fake):
+    # the gateway counts a stream's text as it comes and drops it (an open stream keeps no
+    # answer): the count must still be the whole answer's, token for token
+    fake.script({"no_usage": True, "reply": LONG_REPLY})
+    messages = [{"role": "user", "content": "count me please"}]
+    raw = client_for(gateway, single.key).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=messages, stream=True
+    )
+    assert stream_text(list(raw.parse())) == LONG_REPLY
+    log = wait_usage(raw.headers["x-request-id"])
+    assert len(pieces(LONG_REPLY)) > 20 * StreamProgress.TAKE_PARTS
+    assert (log.completion_tokens, log.usage_estimated) == (count_text(LONG_REPLY), True)
+
+
+def test_stream_progress_keeps_no_answer_and_counts_it_exactly():
+    translator = OpenAIStreamTranslator(model="gpt-4o-mini", include_usage=False)
+    progress = StreamProgress(call=None, translator=translator)
+    for piece in pieces(LONG_REPLY):
+        event = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+        translator.feed(b"data: " + json.dumps(event).encode() + b"\n\n")
+        if len(translator.text_parts) >= progress.TAKE_PARTS:  # as the forwarder does
+            progress.take()
+        # what a stream holds of its answer: the pieces since the last count, and the
+        # last word, never the text so far
+        assert len(translator.text_parts) < progress.TAKE_PARTS and len(progress.tail) < 200
+    progress.take(final=True)
+    assert progress.completion == count_text(LONG_REPLY)
 
 
 # --- 7. Anthropic upstream ------------------------------------------------------------------

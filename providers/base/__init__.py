@@ -106,6 +106,9 @@ class StreamTranslator:
     finished: bool = False
     error: Any = None  # an error the upstream reported in-stream (already relayed)
     cut_upstream: bool = False  # the client's answer is complete: stop reading the upstream
+    # False for a translator that reads another's output (the second of a chain): the
+    # first one already notes the text, and an open stream must not keep it twice
+    keeps_text: bool = True
 
     def __init__(self) -> None:
         self.buffer = SSELineBuffer()
@@ -116,8 +119,10 @@ class StreamTranslator:
         self.text_parts: list[str] = []  # the text itself, counted when usage is missing
 
     def collect(self, text: str) -> None:
-        """Note generated text (billed by local counting when the upstream gives no usage)."""
-        self.text_parts.append(text)
+        """Note generated text (billed by local counting when the upstream gives no usage;
+        the relay counts ``text_parts`` as they come and empties the list)."""
+        if self.keeps_text:
+            self.text_parts.append(text)
         self.text_chars += len(text)
 
     def _line(self, line: bytes) -> bytes:
@@ -146,6 +151,7 @@ class ChainedStream(StreamTranslator):
     def __init__(self, first: StreamTranslator, second: StreamTranslator) -> None:
         self.first = first
         self.second = second
+        second.keeps_text = False
 
     @property
     def usage(self) -> Usage | None:

@@ -40,6 +40,8 @@ class ChatStreamSink:
     ) -> None:
         self.ctx = ctx
         self.translator = translator  # chat SSE -> the client's protocol, when not chat
+        if translator is not None:
+            translator.keeps_text = False  # the rounds' own translators note the text
         self.ping = ping
         self.started = ctx.started  # read by the forwarder (time to first token)
         self.protocol = ctx.protocol

@@ -10,7 +10,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message
 
 from providers.anthropic.adapter import openai_to_anthropic
-from providers.base import Usage
+from providers.base import ChainedStream, Usage
 from providers.formats.anthropic_messages import (
     ChatStreamToMessages,
     anthropic_error,
@@ -18,6 +18,7 @@ from providers.formats.anthropic_messages import (
     chat_to_messages,
     messages_to_chat,
 )
+from providers.openai.adapter import OpenAIStreamTranslator
 from tests.providers.golden import check_json, check_sse, feed_all, parse_sse, read_bytes, read_json
 
 MODEL = "claude-sonnet-4-5"
@@ -227,6 +228,20 @@ def test_stream_reasoning_hidden_by_default_but_counted():
     assert b"thinking" not in out
     assert translator.text_parts == ["2 + 2 is 4, ", "not 5.", "The test expects ", "5 — it should be 4."]
     assert translator.usage == Usage(prompt_tokens=40, completion_tokens=52, cached_tokens=32)
+
+
+def test_chained_stream_keeps_the_text_once():
+    # chat chunks -> Anthropic events, as /v1/messages runs over a chat provider: the first
+    # translator notes the text (the relay counts and drops it as it comes); the second
+    # reads the same text again and must not keep a copy of the whole answer
+    chain = ChainedStream(
+        OpenAIStreamTranslator(model=MODEL, include_usage=True), ChatStreamToMessages(model=MODEL)
+    )
+    _, standalone = translate("stream_reasoning")
+    out = feed_all(chain, read_bytes("messages/stream_reasoning.in.sse"))
+    assert out == standalone and chain.finished
+    assert "".join(chain.text_parts) == "The test expects 5 — it should be 4."  # the first's
+    assert chain.second.text_parts == [] and chain.second.text_chars > 0
 
 
 def test_stream_thinking_is_accepted_by_anthropic_sdk_accumulator():
