@@ -367,6 +367,7 @@ class Forwarder:
         progress = record.progress = StreamProgress(call, translator)
         await ctx.start_stream(call.headers)
         error = ""
+        tail = b""
         try:
             async for chunk in response.content.iter_any():
                 out = translator.feed(chunk)
@@ -379,8 +380,6 @@ class Forwarder:
                 if translator.cut_upstream:
                     break  # the answer is complete for the client (a stop sequence): stop the upstream
             tail = translator.close()
-            if tail:
-                await ctx.stream_chunk(tail)
             record.cut_upstream = translator.cut_upstream
             if translator.error:
                 # the upstream reported an error in-stream; the translator already told
@@ -400,12 +399,17 @@ class Forwarder:
             raise
         self._settle_stream(call, progress, record)
         if error:
+            if tail:
+                await ctx.stream_chunk(tail)
             record.status_code = 502
             record.error = error
-            tail = translator.stream_error(error)
-            await ctx.end_stream(ctx.protocol.stream_error(error) if tail is None else tail)
+            ending = translator.stream_error(error)
+            await ctx.end_stream(ctx.protocol.stream_error(error) if ending is None else ending)
         else:
-            await ctx.end_stream()
+            # the last bytes (the usage chunk, [DONE]) and the end in one message: a client
+            # that leaves as soon as it has them finds the response ended, not cut short
+            # (with a write in between, a busy worker could count it a 499)
+            await ctx.end_stream(tail or b"")
 
     @staticmethod
     def _settle_stream(call: Call, progress: StreamProgress, record: UsageRecord) -> None:
