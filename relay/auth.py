@@ -20,6 +20,7 @@ logger = logging.getLogger("relay")
 
 TOUCH_INTERVAL = 60.0  # last_used_at is written at most this often per key and worker
 MAX_BLOCKED = 10_000
+MAX_DIGESTS = 10_000  # presented keys whose digest is kept (cleared when full)
 
 
 def _touch_key(key_id: int) -> None:
@@ -62,9 +63,16 @@ class Authenticator:
     def __init__(self) -> None:
         self.touched: dict[int, float] = {}
         self.blocked: dict[str, float] = {}  # client IP -> end of its block (failed authentication)
+        self.digests: dict[str, str] = {}  # presented key -> its SHA-256, what the cache is keyed by
 
     async def _key(self, ctx: Context) -> KeyInfo:
-        key = await CONFIG.key(hash_key(presented_key(ctx)))
+        presented = presented_key(ctx)
+        digest = self.digests.get(presented)
+        if digest is None:  # a key not seen lately: SHA-256 it once, not on every request
+            if len(self.digests) >= MAX_DIGESTS:
+                self.digests.clear()
+            digest = self.digests[presented] = hash_key(presented)
+        key = await CONFIG.key(digest)
         if key is None:
             raise RelayError(401, "Incorrect API key provided.", code="invalid_api_key")
         refusal = key.refusal(time.time())

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from billing.pricing import Price, multiplier_ppm
 
+from .conf import HOT
 from .db import db_async
 
 logger = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class ConfigCache:
     async def key(self, key_hash: str) -> KeyInfo | None:
         info = self.keys.get(key_hash)
         now = time.monotonic()
-        if info is not None and now - info.loaded_at < settings.RELAY_CACHE_TTL:
+        if info is not None and now - info.loaded_at < HOT.RELAY_CACHE_TTL:
             return info
         if info is None and self.negative.get(key_hash, 0.0) > now:
             return None
@@ -335,7 +336,7 @@ def _price_sync(model_id: int) -> tuple[Price | None, float]:
     from billing.models import ModelPrice
 
     now = timezone.now()
-    ttl_end = time.monotonic() + settings.RELAY_CACHE_TTL
+    ttl_end = time.monotonic() + HOT.RELAY_CACHE_TTL
     row = (
         ModelPrice.objects.filter(model_id=model_id, effective_from__lte=now)
         .exclude(effective_until__lte=now)
@@ -445,7 +446,7 @@ def _load_price_sync(slug: str) -> tuple[Price | None, float]:
 
     model = Model.objects.filter(slug=slug).first()
     if model is None:
-        return None, time.monotonic() + settings.RELAY_CACHE_TTL
+        return None, time.monotonic() + HOT.RELAY_CACHE_TTL
     return _price_sync(model.pk)
 
 

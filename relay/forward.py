@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
-from django.conf import settings
 
 from billing.pricing import Price
 from providers.base import Adapter, StreamTranslator, Target, UpstreamError, UpstreamRequest, Usage
 from providers.registry import get_adapter
 
 from . import tokens
+from .conf import HOT
 from .config import CONFIG, Route
 from .db import db_async
 from .errors import RelayError
@@ -195,7 +195,7 @@ def candidates(routes: list[Route], strategy: str, key: str) -> list[Route]:
     attempts: list[Route] = []
     for route in ordered:
         attempts.extend([route] * (1 + route.max_retries))
-    return attempts[: settings.RELAY_MAX_ATTEMPTS]
+    return attempts[: HOT.RELAY_MAX_ATTEMPTS]
 
 
 class Forwarder:
@@ -221,7 +221,7 @@ class Forwarder:
             request.url,
             data=request.body,
             headers=request.headers,
-            connect_timeout=settings.RELAY_UPSTREAM_CONNECT_TIMEOUT,
+            connect_timeout=HOT.RELAY_UPSTREAM_CONNECT_TIMEOUT,
             read_timeout=read_timeout,
         )
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
 from core.logging import new_request_id
 
+from .conf import HOT
 from .config import KeyInfo
 from .errors import RelayError
 from .protocols import Protocol
@@ -44,7 +43,7 @@ class Context:
         headers = dict(scope["headers"])
         client = scope.get("client")
         ip = client[0] if client else None
-        if settings.TRUST_X_FORWARDED_FOR:
+        if HOT.TRUST_X_FORWARDED_FOR:
             forwarded = headers.get(b"x-forwarded-for")
             if forwarded:
                 ip = forwarded.split(b",")[0].strip().decode("latin-1") or ip
@@ -68,7 +67,7 @@ class Context:
     # --- reading ------------------------------------------------------------------------
 
     async def read_body(self) -> bytes:
-        limit = settings.RELAY_MAX_BODY_BYTES
+        limit = HOT.RELAY_MAX_BODY_BYTES
         declared = self.headers.get(b"content-length")
         if declared is not None:
             try:

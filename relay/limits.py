@@ -14,6 +14,7 @@ from quotas.counters import Check, Plan, Refusal
 from quotas.periods import period_bounds
 
 from . import tokens
+from .conf import HOT
 from .config import KeyInfo
 from .errors import RelayError
 
@@ -110,7 +111,7 @@ def requested_completion(body: dict, request_type: str, model_max: int | None) -
             asked = value
             break
     if asked is None:
-        allowed = 16 if request_type == "completion" else (model_max or settings.RELAY_DEFAULT_MAX_TOKENS)
+        allowed = 16 if request_type == "completion" else (model_max or HOT.RELAY_DEFAULT_MAX_TOKENS)
     else:
         allowed = min(asked, model_max) if model_max else asked
     return allowed, asked
@@ -278,7 +279,7 @@ def build_plan(
         balance_seq=key.balance_seq,
         key_budget=key.budget,
         key_spent=key.spent,
-        expires_at=now + settings.RELAY_RESERVATION_TTL,
+        expires_at=now + HOT.RELAY_RESERVATION_TTL,
         source=key,
         quotas=refs,
         prompt_tokens=prompt,

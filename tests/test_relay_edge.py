@@ -114,7 +114,7 @@ def test_embedded_default_reenables_a_provider_that_passes_its_probe(gateway, wo
 
 
 @pytest.mark.parametrize("trusted", [False, True])
-def test_x_forwarded_for_counts_only_when_trusted(gateway, world, fake, trusted):
+def test_x_forwarded_for_counts_only_when_trusted(gateway, world, fake, trusted, settings):
     """Behind a same-host forwarder every peer is 127.0.0.1: a spoofed X-Forwarded-For must
     not move the client address unless TRUST_X_FORWARDED_FOR says so (uvicorn's own
     proxy-header handling would trust it from loopback)."""
@@ -122,12 +122,8 @@ def test_x_forwarded_for_counts_only_when_trusted(gateway, world, fake, trusted)
     world.route(provider, "gpt-4o-mini")
     key = world.key(allowed_ips=["10.0.0.0/8"])
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-    saved = settings.TRUST_X_FORWARDED_FOR
-    settings.TRUST_X_FORWARDED_FOR = trusted
-    try:
-        answer = post(gateway, "/v1/chat/completions", key, body, **{"x-forwarded-for": "10.1.2.3"})
-    finally:
-        settings.TRUST_X_FORWARDED_FOR = saved
+    settings.TRUST_X_FORWARDED_FOR = trusted  # pytest-django's override: restored after the test
+    answer = post(gateway, "/v1/chat/completions", key, body, **{"x-forwarded-for": "10.1.2.3"})
     if trusted:
         assert answer.status_code == 200
     else:
