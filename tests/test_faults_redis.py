@@ -210,7 +210,11 @@ def test_a_killed_workers_slots_come_back_within_thirty_seconds(gateway, world, 
         _wait_http(f"http://127.0.0.1:{port}/health")
         with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body,
                           headers={"authorization": f"Bearer {key}"}, timeout=20) as response:  # fmt: skip
-            next(line for line in response.iter_lines() if line.startswith("data:"))
+            # the line iterator is kept: a generator expression over a temporary one would
+            # close it when dropped, and with it the connection (the client leaving, which
+            # the worker then settles before the kill lands)
+            lines = response.iter_lines()
+            next(line for line in lines if line.startswith("data:"))
             os.kill(server.pid, signal.SIGKILL)
             killed = time.monotonic()
     finally:
