@@ -41,10 +41,7 @@ class UpstreamProtocolError(ConnectionError):
     """The upstream's answer is not HTTP/1.1 the client can read, or it closed early."""
 
 
-class Origin(tuple):
-    """(scheme, host, port): connections are pooled per origin."""
-
-    __slots__ = ()
+Origin = tuple[str, str, int]  # (scheme, host, port): connections are pooled per origin
 
 
 @lru_cache(maxsize=4096)
@@ -62,7 +59,7 @@ def _parse(url: str) -> tuple[Origin, bytes, bytes]:
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port == default else f"{shown}:{port}"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Origin((scheme, host, port)), target.encode("utf-8"), host_header.encode("idna")
+    return (scheme, host, port), target.encode("utf-8"), host_header.encode("idna")
 
 
 def _check(text: str) -> str:
@@ -433,7 +430,6 @@ class UpstreamClient:
         if connection is None:
             connection = await self._connect(origin, connect_timeout)
         response = UpstreamResponse(self, connection, read_timeout)
-        response._last_data = self.loop.time()
         connection.response = response
         transport = connection.transport
         if len(body) <= 65536:
