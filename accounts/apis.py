@@ -24,12 +24,12 @@ from core.api import (
     LoginLimiter,
     MoneyField,
     body,
-    client_ip,
     ordering_field,
     paginated,
     paginated_response,
     query,
 )
+from core.web import client_ip
 from jwtauth.services import token_pair_issue, token_refresh, token_session_end
 
 from . import services

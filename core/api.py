@@ -27,6 +27,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.money import decimal_str, input_str, to_nanos
+from core.web import API_PREFIXES, client_ip
 
 MAX_ID = 2**63 - 1
 # Amounts accepted by the API: at most a billion currency units (1e18 nanos) either way,
@@ -49,9 +50,6 @@ def exception_handler(exc, context):
         # always an object, as a serializer's own errors are: {"non_field_errors": [...]}
         exc.detail = {api_settings.NON_FIELD_ERRORS_KEY: exc.detail}
     return drf_exception_handler(exc, context)
-
-
-API_PREFIXES = ("/api/", "/auth/")
 
 
 def not_found(request, exception=None):
@@ -251,16 +249,6 @@ def paginated(serializer_class: type[serializers.Serializer]):
 
 
 # --- failed logins ---------------------------------------------------------------------------
-
-
-def client_ip(meta) -> str:
-    """The client address, as the relay sees it (X-Forwarded-For only when trusted)."""
-    if settings.TRUST_X_FORWARDED_FOR:
-        forwarded = meta.get("HTTP_X_FORWARDED_FOR", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first
-    return meta.get("REMOTE_ADDR") or "unknown"
 
 
 class LoginAttempt:

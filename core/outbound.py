@@ -23,17 +23,35 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 from yarl import URL
+
+if TYPE_CHECKING:
+    from aiohttp.abc import AbstractResolver
+
+# aiohttp is imported by the first fetch, not with this module: a relay worker that never
+# fetches for others does not carry it (8 MB of a worker's memory, docs/decisions.md)
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class OutboundRefused(Exception):
     """The URL may not be fetched (scheme, address, redirects, size)."""
+
+
+class OutboundFailed(Exception):
+    """The fetch failed on the network (connection, TLS, protocol); ``kind`` names the cause."""
+
+    def __init__(self, cause: Exception) -> None:
+        self.kind = type(cause).__name__
+        super().__init__(f"{self.kind}: {cause}")
+
+
+def failure_kind(exc: BaseException) -> str:
+    """A short name for why a fetch failed, for messages shown to a model or a log."""
+    return exc.kind if isinstance(exc, OutboundFailed) else type(exc).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +98,9 @@ def is_public_address(address: str) -> bool:
     )
 
 
-class GuardedResolver(AbstractResolver):
+class GuardedResolver:
     """Resolves with ``inner`` and refuses a name any of whose addresses is not public,
-    unless ``host:port`` is allow-listed."""
+    unless ``host:port`` is allow-listed (aiohttp's resolver interface)."""
 
     def __init__(self, inner: AbstractResolver, allowed: set[tuple[str, int]]) -> None:
         self.inner = inner
@@ -90,7 +108,7 @@ class GuardedResolver(AbstractResolver):
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
+    ) -> list[dict[str, Any]]:
         results = await self.inner.resolve(host, port, family)
         if (host.lower(), port) in self.allowed:
             return results
@@ -105,6 +123,8 @@ class GuardedResolver(AbstractResolver):
 
 def base_resolver() -> AbstractResolver:
     """The real DNS resolver (tests replace this function with a fake one)."""
+    import aiohttp
+
     return aiohttp.ThreadedResolver()
 
 
@@ -147,8 +167,21 @@ async def fetch(
     ``trusted`` adds ``host:port`` entries to the allow-list for this call (e.g. the
     configured search backend). A 307/308 redirect sends the body again, others GET.
 
-    Raises ``OutboundRefused`` for what the rules forbid, ``aiohttp.ClientError`` and
-    ``asyncio.TimeoutError`` for network failures."""
+    Raises ``OutboundRefused`` for what the rules forbid, ``ValueError`` for a URL that
+    cannot be fetched, ``OutboundFailed`` and ``TimeoutError`` for network failures."""
+    import aiohttp
+
+    try:
+        return await _fetch(url, method, headers, params, data, timeout, max_bytes, trusted)
+    except aiohttp.ClientError as exc:
+        if isinstance(exc, ValueError):  # an invalid URL: the caller's input, not the network
+            raise
+        raise OutboundFailed(exc) from exc
+
+
+async def _fetch(url, method, headers, params, data, timeout, max_bytes, trusted) -> FetchResult:
+    import aiohttp
+
     allowed = _allowed_pairs(trusted)
     limit = max_bytes if max_bytes is not None else settings.OUTBOUND_MAX_BYTES
     total = timeout if timeout is not None else settings.OUTBOUND_TIMEOUT

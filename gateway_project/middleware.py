@@ -12,7 +12,7 @@ import logging
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 
-from core.api import API_PREFIXES
+from core.web import API_PREFIXES
 from relay.db import MESSAGE, RETRY_AFTER, reset_connections
 
 logger = logging.getLogger(__name__)

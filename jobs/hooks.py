@@ -26,7 +26,6 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-import aiohttp
 import orjson
 from django.conf import settings
 
@@ -114,7 +113,9 @@ def _deliver(url: str, body: bytes, task_id: str) -> bool:
         except outbound.OutboundRefused as exc:
             logger.warning("notifyHook refused", extra={"task_id": task_id, "error": str(exc)[:300]})
             return False
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except outbound.OutboundFailed as exc:
+            error = str(exc)[:300]
+        except (TimeoutError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
         else:
             if 200 <= result.status < 300:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import aiohttp
 from django.conf import settings
 from yarl import URL
 
@@ -54,7 +53,7 @@ async def midjourney_image_fetch(*, image_url: str, provider_base_url: str, task
         raise ImageUnavailable(
             "image_refused", "The task's image URL is not one the gateway fetches from."
         ) from None
-    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+    except (outbound.OutboundFailed, TimeoutError, OSError, ValueError) as exc:
         logger.warning("midjourney image fetch failed", extra={"task_id": task_id, "error": str(exc)[:300]})
         raise ImageUnavailable("image_unavailable", "The task's image could not be fetched.") from None
     content_type = result.content_type.split(";", 1)[0].strip().lower()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-import aiohttp
 import orjson
 from yarl import URL
 
@@ -99,8 +98,10 @@ class SearchBackend:
                 timeout=self.timeout,
                 trusted=self.trusted(),
             )
-        except (TimeoutError, outbound.OutboundRefused, aiohttp.ClientError, ValueError) as exc:
-            raise SearchError(f"the search backend could not be reached ({type(exc).__name__})") from None
+        except (TimeoutError, outbound.OutboundRefused, outbound.OutboundFailed, ValueError) as exc:
+            raise SearchError(
+                f"the search backend could not be reached ({outbound.failure_kind(exc)})"
+            ) from None
         if result.status != 200:
             raise SearchError(f"the search backend answered {result.status}")
         try:

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from django.conf import settings
 
@@ -281,8 +280,8 @@ class Tools:
             page = await outbound.fetch(url, timeout=settings.WEB_SEARCH_TIMEOUT)
         except outbound.OutboundRefused as exc:
             return self._error(f"the page was not fetched: {exc}")
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            return self._error(f"the page could not be fetched ({type(exc).__name__})")
+        except (TimeoutError, outbound.OutboundFailed, ValueError) as exc:
+            return self._error(f"the page could not be fetched ({outbound.failure_kind(exc)})")
         if page.status >= 400:
             return self._error(f"the page answered {page.status}")
         kind = page.content_type.split(";", 1)[0].strip().lower()

@@ -9,7 +9,7 @@ import re
 import pytest
 from django.test import Client
 
-from gateway_project import urls
+from gateway_project import console_urls as urls
 from keys.models import APIKey
 
 from .conftest import PASSWORD
