@@ -12,8 +12,8 @@ from __future__ import annotations
 from uvicorn_worker import UvicornWorker as _UvicornWorker
 
 # uvicorn.Config options every way of serving the gateway uses (gunicorn workers, make run,
-# the tests' in-process server)
-SERVER_OPTIONS = {"proxy_headers": False}
+# the tests' in-process server); the protocol joins a response's writes (gateway_project.server)
+SERVER_OPTIONS = {"proxy_headers": False, "http": "gateway_project.server:HttpProtocol"}
 
 
 class UvicornWorker(_UvicornWorker):

@@ -52,4 +52,4 @@ cat <<INFO
 
 INFO
 "$BIN/uvicorn" gateway_project.asgi:application --host 127.0.0.1 --port "$PORT" \
-  --loop uvloop --http httptools --no-access-log --no-proxy-headers
+  --loop uvloop --http gateway_project.server:HttpProtocol --no-access-log --no-proxy-headers
