@@ -20,8 +20,37 @@ from .common import parse_json, require_model, resolve, stream_flag
 
 def unsupported_for(body: dict):
     """The refusal of a provider that cannot honour a parameter of this request."""
+    return _Chat(body, "", False, False).unsupported
 
-    def check(adapter: Adapter) -> tuple[str, str] | None:
+
+class _Chat:
+    """What a chat ``Call`` does with a provider, as methods of one small object: a stream
+    holds its ``Call`` for as long as it lasts, and five closures over the request cost
+    each open stream ~1 KB more (docs/decisions.md, "Per-stream memory")."""
+
+    __slots__ = ("request", "model", "stream", "include_usage")
+
+    def __init__(self, request: dict, model: str, stream: bool, include_usage: bool) -> None:
+        self.request = request
+        self.model = model
+        self.stream = stream
+        self.include_usage = include_usage
+
+    def build(self, adapter: Adapter, route: Route):
+        return adapter.chat_request(self.request, target_for(route), stream=self.stream)
+
+    def answer(self, adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
+        data, usage = adapter.chat_response(orjson.loads(payload), model=self.model)
+        return orjson.dumps(data), usage
+
+    def translator(self, adapter: Adapter):
+        return adapter.chat_stream(model=self.model, include_usage=self.include_usage)
+
+    def count_prompt(self) -> int:
+        return tokens.count_chat_prompt(self.request)
+
+    def unsupported(self, adapter: Adapter) -> tuple[str, str] | None:
+        body = self.request
         param = adapter.chat_unsupported(body)
         if param is None:
             return None
@@ -31,28 +60,22 @@ def unsupported_for(body: dict):
             f"and no other provider of model '{body.get('model')}' can serve it."
         )
 
-    return check
-
 
 def chat_call(
     request: dict, *, model: str, stream: bool, include_usage: bool, model_max: int | None = None
 ) -> Call:
     """A chat completion request to any provider that chats, answered in chat's shapes."""
-
-    def answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
-        data, usage = adapter.chat_response(orjson.loads(payload), model=model)
-        return orjson.dumps(data), usage
-
+    chat = _Chat(request, model, stream, include_usage)
     return Call(
         body=request,
         model=model,
         model_max=model_max,
         stream=stream,
-        build=lambda adapter, route: adapter.chat_request(request, target_for(route), stream=stream),
-        answer=answer,
-        translator=lambda adapter: adapter.chat_stream(model=model, include_usage=include_usage),
-        count_prompt=lambda: tokens.count_chat_prompt(request),
-        unsupported=unsupported_for(request),
+        build=chat.build,
+        answer=chat.answer,
+        translator=chat.translator,
+        count_prompt=chat.count_prompt,
+        unsupported=chat.unsupported,
     )
 
 
