@@ -65,7 +65,7 @@ import redis.asyncio as aioredis  # noqa: E402
 import uvloop  # noqa: E402
 from redis.exceptions import ResponseError  # noqa: E402
 
-from bench import run  # noqa: E402
+from bench import run, streams  # noqa: E402
 from quotas import counters  # noqa: E402
 from quotas.resp import RespClient, Script  # noqa: E402
 
@@ -332,7 +332,7 @@ def worker_cpu(master: int) -> float:
     """CPU seconds (user + system) of the gateway's worker processes so far."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for pid in run.child_pids(master):
+    for pid in streams.child_pids(master):
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / tick

@@ -45,7 +45,6 @@ from bench.run import (  # noqa: E402
     REQUEST_BODY,
     BenchError,
     Procs,
-    child_pids,
     install_signal_handlers,
     log,
     precheck,
@@ -55,6 +54,7 @@ from bench.run import (  # noqa: E402
     start_redis,
     start_slow_stream,
 )
+from bench.streams import child_pids  # noqa: E402
 
 TARGETS = ("gateway", "gateway-redis", "passthrough")
 # frames of the probe itself and of tracemalloc, left out of the diffs
@@ -321,7 +321,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_signal_handlers()
-    raise_nofile_limit()
+    raise_nofile_limit(4 * args.streams + 1024)  # both ends of every stream, and the upstream's
     procs = Procs()
     tmp = Path(tempfile.mkdtemp(prefix="gwstreammem-"))
     report: dict = {
@@ -331,11 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {},
     }
     try:
-        upstream = (start_slow_stream(procs, tmp, args.chunks, args.interval), args.chunks)
+        upstream = (start_slow_stream(procs, tmp, args.chunks, args.interval, 1, 4096), args.chunks)
         if not args.no_trace:
             (tmp / "traced").mkdir()
             traced_upstream = (
-                start_slow_stream(procs, tmp / "traced", args.trace_chunks, args.interval),
+                start_slow_stream(procs, tmp / "traced", args.trace_chunks, args.interval, 1, 4096),
                 args.trace_chunks,
             )
         redis = start_redis(procs, tmp) if "gateway-redis" in args.targets else None
