@@ -17,8 +17,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError
-from django.http import JsonResponse
-from django.views.defaults import page_not_found
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import exceptions, permissions, serializers
 from rest_framework.pagination import PageNumberPagination
@@ -27,7 +25,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.money import decimal_str, input_str, to_nanos
-from core.web import API_PREFIXES, client_ip
+from core.web import client_ip
 
 MAX_ID = 2**63 - 1
 # Amounts accepted by the API: at most a billion currency units (1e18 nanos) either way,
@@ -50,14 +48,6 @@ def exception_handler(exc, context):
         # always an object, as a serializer's own errors are: {"non_field_errors": [...]}
         exc.detail = {api_settings.NON_FIELD_ERRORS_KEY: exc.detail}
     return drf_exception_handler(exc, context)
-
-
-def not_found(request, exception=None):
-    """handler404: DRF's format for unmatched API URLs (e.g. a non-numeric id), Django's page
-    elsewhere."""
-    if request.path.startswith(API_PREFIXES):
-        return JsonResponse({"detail": "Not found."}, status=404)
-    return page_not_found(request, exception)
 
 
 class Conflict(exceptions.APIException):

@@ -5,8 +5,12 @@ API's modules (docs/decisions.md, "Per-worker memory")."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.http import HttpResponseNotFound, JsonResponse
+from django.views.defaults import page_not_found
 
 API_PREFIXES = ("/api/", "/auth/")  # paths whose errors are DRF's {"detail": ...}
+# the paths gateway_project.console_urls serves: only these import it
+CONSOLE_PREFIXES = ("/admin/", "/auth/", "/api/", "/dashboard/")
 
 
 def client_ip(meta) -> str:
@@ -17,3 +21,14 @@ def client_ip(meta) -> str:
         if first:
             return first
     return meta.get("REMOTE_ADDR") or "unknown"
+
+
+def not_found(request, exception=None):
+    """handler404: DRF's format for unmatched API URLs (e.g. a non-numeric id), Django's page
+    under the console's other paths, plain text elsewhere (a scanner's probe, /favicon.ico:
+    rendering a template loads every app's template tags, DRF's among them)."""
+    if request.path.startswith(API_PREFIXES):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    if request.path.startswith(CONSOLE_PREFIXES):
+        return page_not_found(request, exception)
+    return HttpResponseNotFound("Not found.\n", content_type="text/plain; charset=utf-8")

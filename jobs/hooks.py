@@ -110,7 +110,7 @@ def _deliver(url: str, body: bytes, task_id: str) -> bool:
                     max_bytes=4096,
                 )
             )
-        except outbound.OutboundRefused as exc:
+        except (outbound.OutboundRefused, ValueError) as exc:  # a URL no retry will mend
             logger.warning("notifyHook refused", extra={"task_id": task_id, "error": str(exc)[:300]})
             return False
         except outbound.OutboundFailed as exc:

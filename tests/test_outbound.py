@@ -4,6 +4,7 @@ non-loopback address is ever opened), allowed fetches against real loopback serv
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from aiohttp.abc import AbstractResolver
@@ -107,6 +108,19 @@ def test_fetch_refuses_other_schemes(settings, url):
     settings.OUTBOUND_ALLOWED_HOSTS = []
     with pytest.raises(outbound.OutboundRefused):
         asyncio.run(outbound.fetch(url))
+
+
+def test_a_network_failure_is_outbound_failed_naming_its_cause(settings):
+    """Nothing listens on the port: the caller gets OutboundFailed (no aiohttp type to know)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed when the block ends: nobody listens there
+    settings.OUTBOUND_ALLOWED_HOSTS = [f"127.0.0.1:{port}"]
+    with pytest.raises(outbound.OutboundFailed) as failed:
+        asyncio.run(outbound.fetch(f"http://127.0.0.1:{port}/page"))
+    assert failed.value.kind == "ClientConnectorError"
+    assert outbound.failure_kind(failed.value) == "ClientConnectorError"
+    assert outbound.failure_kind(TimeoutError()) == "TimeoutError"
 
 
 def test_fetch_allowed_loopback_and_refusals_of_other_loopback_targets(settings, site):

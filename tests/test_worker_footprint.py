@@ -48,7 +48,7 @@ async def get(path):
 
 async def main():
     seen = {}
-    for path in ("/health", "/metrics", "/v1/models", "/"):
+    for path in ("/health", "/metrics", "/v1/models", "/", "/favicon.ico", "/health/"):
         seen[path] = await get(path)
     seen["loaded_before"] = [m for m in HEAVY if m in sys.modules]
     seen["/api/docs/"] = await get("/api/docs/")
@@ -71,6 +71,7 @@ def test_probes_and_relay_paths_leave_the_management_api_unloaded(tmp_path):
     assert seen["/health"] == 200
     assert seen["/metrics"] == 403  # neither a token nor a network configured: refused, answered
     assert seen["/v1/models"] == 401  # the relay answered (no key)
+    assert seen["/favicon.ico"] == 404 and seen["/health/"] == 404  # a 404 does not load the console
     assert seen["loaded_before"] == []
     # the first request that needs the management API loads it, and is answered
     assert seen["/api/docs/"] == 200
