@@ -141,6 +141,11 @@ class RespClient:
                     await asyncio.wait_for(future, REPLY_TIMEOUT)  # RespError: wrong password or db
             except BaseException:
                 protocol.transport.abort()
+                for future in futures:  # the others failed with it: their errors are this one
+                    if future.done() and not future.cancelled():
+                        future.exception()  # retrieved (else asyncio logs each at collection)
+                    else:
+                        future.cancel()
                 raise
         return protocol
 
