@@ -30,7 +30,7 @@ class ConsoleResolver(URLResolver):
     prefixes = tuple(prefix.lstrip("/") for prefix in CONSOLE_PREFIXES)
 
     def resolve(self, path):
-        if not str(path).startswith(self.prefixes):
+        if not path.startswith(self.prefixes):
             raise Resolver404({"path": path, "tried": []})
         return super().resolve(path)
 

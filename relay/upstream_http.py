@@ -30,7 +30,7 @@ import httptools
 USER_AGENT = "ai-gateway/relay"
 KEEPALIVE_SECONDS = 60.0  # idle connections are closed after this
 MAX_IDLE_PER_ORIGIN = 1024
-PAUSE_BYTES = 256 * 1024  # a stream's unread bytes before the socket stops being read (until read)
+PAUSE_BYTES = 256 * 1024  # a stream's unread bytes at which its socket stops being read, until they are
 MAX_HEAD_BYTES = 64 * 1024
 DNS_TTL = 300.0  # seconds a host's addresses are reused for new connections
 
