@@ -40,12 +40,19 @@ def value(families, name: str, **labels) -> float:
     )
 
 
-def wait_for(url: str, name: str, expected: float, **labels) -> dict[str, list]:
-    """Scrape until ``name`` reaches ``expected`` (workers export every second)."""
+def wait_for(url: str, name: str, expected: float, *more: dict, **labels) -> dict[str, list]:
+    """Scrape until ``name`` reaches ``expected`` (workers export every second); each of
+    ``more`` ({"name", "expected", **labels}) must have arrived too, since a request's
+    tally can land in the export after the one that carried the others."""
+    wanted = [(name, expected, labels)]
+    for m in more:
+        rest = {k: v for k, v in m.items() if k not in ("name", "expected")}
+        wanted.append((m["name"], m["expected"], rest))
     deadline = time.monotonic() + 10
     while True:
         families = scrape(url)
-        if value(families, name, **labels) >= expected or time.monotonic() > deadline:
+        arrived = all(value(families, n, **lab) >= e for n, e, lab in wanted)
+        if arrived or time.monotonic() > deadline:
             return families
         time.sleep(0.2)
 
@@ -81,7 +88,9 @@ def test_counters_and_histograms_by_model_provider_endpoint_and_status(
 
     labels = {"model": model, "provider": second.name, "endpoint": "/v1/chat/completions", "status": "200"}
     flaky = {**labels, "provider": first.name}
-    families = wait_for(gateway.url, "gateway_requests_total", 1, **flaky)
+    refused = {"model": "other", "provider": "", "endpoint": "/v1/chat/completions", "status": "404"}
+    last = {"name": "gateway_requests_total", "expected": 1, **refused}  # the last request sent
+    families = wait_for(gateway.url, "gateway_requests_total", 1, last, **flaky)
     assert value(families, "gateway_requests_total", **labels) == 2
     assert value(families, "gateway_requests_total", **flaky) == 1
     assert value(families, "gateway_request_duration_seconds_count", **labels) == 2
@@ -113,7 +122,6 @@ def test_counters_and_histograms_by_model_provider_endpoint_and_status(
         == 1
     )
     # an unknown model answered by the gateway itself: bounded labels, no provider
-    refused = {"model": "other", "provider": "", "endpoint": "/v1/chat/completions", "status": "404"}
     assert value(families, "gateway_requests_total", **refused) >= 1
     # the relay's own gauges: breakers and in-flight calls per provider, the usage queue
     assert value(families, "gateway_breaker_state", provider=second.name) == 0
