@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -80,7 +80,7 @@ class Call:
     model_max: int | None = None  # the model's max_output_tokens, for the reservation estimate
     # what this request needs that an adapter cannot honour: (param, reason) or None
     unsupported: Callable[[Adapter], tuple[str, str] | None] | None = None
-    headers: tuple[tuple[bytes, bytes], ...] = ()  # extra response headers (JSON and streams)
+    headers: Sequence[tuple[bytes, bytes]] = ()  # extra response headers (JSON and streams)
     # (body, field) pairs that carry the completion limit to the upstream, when ``body``
     # alone does not say it (its max_tokens / max_completion_tokens / max_output_tokens)
     output_limits: tuple[tuple[dict, str], ...] = ()

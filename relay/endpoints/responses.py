@@ -193,6 +193,117 @@ def native(route: Route) -> bool:
     return route.responses_api and supports(route.provider_type, Capability.RESPONSES)
 
 
+class _Responses:
+    """What a Responses ``Call`` does with a provider, as methods of one object that holds
+    no reference to the ``Call``: closures over the request that the ``Call`` held (and
+    one that set ``call.headers``) made a reference cycle per request, so every request's
+    objects waited for the garbage collector (~60 objects each; collections of 8-19 ms,
+    docs/decisions.md, "Reference cycles"). ``headers`` is the ``Call``'s list of extra
+    response headers: the tools the translation dropped, for translated routes only."""
+
+    __slots__ = (
+        "ctx",
+        "plan",
+        "chat",
+        "passthrough",
+        "base",
+        "model",
+        "stream",
+        "summary",
+        "keep",
+        "previous",
+        "dropped",
+        "headers",
+        "native",
+        "provider_id",
+    )
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        plan: ChatPlan | None,
+        chat: dict,
+        passthrough: dict,
+        base: dict,
+        model: str,
+        stream: bool,
+        summary: bool,
+        keep: bool,
+        previous: str | None,
+        dropped: tuple[tuple[bytes, bytes], ...],
+    ) -> None:
+        self.ctx = ctx
+        self.plan = plan
+        self.chat = chat
+        self.passthrough = passthrough
+        self.base = base
+        self.model = model
+        self.stream = stream
+        self.summary = summary
+        self.keep = keep
+        self.previous = previous
+        self.dropped = dropped  # the header naming the dropped tools, when any
+        self.headers: list[tuple[bytes, bytes]] = list(dropped)
+        self.native = False  # the route being tried (attempts are sequential)
+        self.provider_id: int | None = None  # its provider
+
+    def stored(self, response: dict) -> None:
+        if self.keep and response.get("status") in ("completed", "incomplete"):
+            _store(self.ctx, self.plan, response, self.previous)
+
+    def held_upstream(self, response: dict) -> None:
+        if self.keep and response.get("status") in ("completed", "incomplete"):
+            _hold(self.ctx, response, provider_id=self.provider_id, model=self.model)
+
+    def build(self, adapter: Adapter, route: Route):
+        self.native = native(route)
+        self.provider_id = route.provider_id
+        self.headers[:] = () if self.native else self.dropped  # tools are dropped by translation only
+        if self.native:
+            return adapter.responses_request(self.passthrough, target_for(route), stream=self.stream)
+        return adapter.chat_request(self.chat, target_for(route), stream=self.stream)
+
+    def answer(self, adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
+        if self.native:
+            out, response, usage = passthrough_answer(payload, model=self.model)
+            self.held_upstream(response)
+            return out, usage
+        data, usage = adapter.chat_response(orjson.loads(payload), model=self.model)
+        response = chat_to_response(data, response=self.base, tools=self.plan.tools, summary=self.summary)
+        if response["usage"] is None:  # the upstream reported none: shown counted, billed estimated
+            response["usage"] = responses_usage(
+                None,
+                input_tokens=tokens.count_chat_prompt(self.chat),
+                output_tokens=tokens.count_text(output_text(response)),
+            )
+        self.stored(response)
+        return orjson.dumps(response), usage
+
+    def to_responses(self) -> ChatStreamToResponses:
+        return ChatStreamToResponses(
+            response=self.base,
+            tools=self.plan.tools,
+            summary=self.summary,
+            input_tokens=tokens.count_chat_prompt(self.chat),
+            count_tokens=tokens.count_text,
+            on_done=self.stored,
+        )
+
+    def translator(self, adapter: Adapter):
+        if self.native:
+            return adapter.responses_stream(model=self.model, on_done=self.held_upstream)
+        return ChainedStream(adapter.chat_stream(model=self.model, include_usage=True), self.to_responses())
+
+    def count_prompt(self) -> int:
+        if self.plan is not None and not self.native:
+            return tokens.count_chat_prompt(self.chat)
+        passthrough = self.passthrough
+        return tokens.count_text(
+            orjson.dumps([passthrough.get("instructions"), passthrough["input"]]).decode()
+        )
+
+
 # --------------------------------------------------------------------------- create
 
 
@@ -255,73 +366,31 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
         plan.dropped_tools = [t for t in plan.dropped_tools if t not in searches]
     if plan is not None and plan.dropped_tools:
         headers = ((DROPPED_HEADER, ",".join(plan.dropped_tools).encode()),)
-    attempt = {"native": False}  # the route being tried (attempts are sequential)
-
-    def stored(response: dict) -> None:
-        if keep and response.get("status") in ("completed", "incomplete"):
-            _store(ctx, plan, response, previous)
-
-    def held_upstream(response: dict) -> None:
-        if keep and response.get("status") in ("completed", "incomplete"):
-            _hold(ctx, response, provider_id=record.provider_id, model=model)
-
-    def build(adapter: Adapter, route: Route):
-        attempt["native"] = native(route)
-        call.headers = () if attempt["native"] else headers  # tools are dropped by translation only
-        if attempt["native"]:
-            return adapter.responses_request(passthrough, target_for(route), stream=stream)
-        return adapter.chat_request(chat, target_for(route), stream=stream)
-
-    def answer(adapter: Adapter, payload: bytes) -> tuple[bytes, Usage | None]:
-        if attempt["native"]:
-            out, response, usage = passthrough_answer(payload, model=model)
-            held_upstream(response)
-            return out, usage
-        data, usage = adapter.chat_response(orjson.loads(payload), model=model)
-        response = chat_to_response(data, response=base, tools=plan.tools, summary=summary)
-        if response["usage"] is None:  # the upstream reported none: shown counted, billed estimated
-            response["usage"] = responses_usage(
-                None,
-                input_tokens=tokens.count_chat_prompt(chat),
-                output_tokens=tokens.count_text(output_text(response)),
-            )
-        stored(response)
-        return orjson.dumps(response), usage
-
-    def to_responses() -> ChatStreamToResponses:
-        return ChatStreamToResponses(
-            response=base,
-            tools=plan.tools,
-            summary=summary,
-            input_tokens=tokens.count_chat_prompt(chat),
-            count_tokens=tokens.count_text,
-            on_done=stored,
-        )
-
-    def translator(adapter: Adapter):
-        if attempt["native"]:
-            return adapter.responses_stream(model=model, on_done=held_upstream)
-        return ChainedStream(adapter.chat_stream(model=model, include_usage=True), to_responses())
-
-    def count_prompt() -> int:
-        if plan is not None and not attempt["native"]:
-            return tokens.count_chat_prompt(chat)
-        return tokens.count_text(
-            orjson.dumps([passthrough.get("instructions"), passthrough["input"]]).decode()
-        )
-
+    state = _Responses(
+        ctx,
+        plan=plan,
+        chat=chat,
+        passthrough=passthrough,
+        base=base,
+        model=model,
+        stream=stream,
+        summary=summary,
+        keep=keep,
+        previous=previous,
+        dropped=headers,
+    )
     check_chat = unsupported_for(chat) if plan is not None else None
     call = Call(
         body=chat or passthrough,
         model=model,
         model_max=info.max_output_tokens,
         stream=stream,
-        build=build,
-        answer=answer,
-        translator=translator,
-        count_prompt=count_prompt,
+        build=state.build,
+        answer=state.answer,
+        translator=state.translator,
+        count_prompt=state.count_prompt,
         unsupported=check_chat,
-        headers=headers,
+        headers=state.headers,
         output_limits=((passthrough, "max_output_tokens"), *(((chat, "max_tokens"),) if chat else ())),
     )
     if backend is not None:
@@ -334,7 +403,7 @@ async def prepare(ctx: Context, raw: bytes, record: UsageRecord) -> tuple[Call, 
             return round_call
 
         present = responses_search.present(
-            base=base, tools=plan.tools, summary=summary, stored=stored, translator=to_responses
+            base=base, tools=plan.tools, summary=summary, stored=state.stored, translator=state.to_responses
         )
         web_search.attach(call, chat, make_call, backend, stream, present=present)
     return call, candidates(routes, info.strategy, model)
