@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import wait_usage
+from tests.test_relay_web_search import _searxng_session, searxng  # noqa: F401
 
 PROJECT = (
     "accounts",
@@ -96,4 +97,66 @@ def test_relayed_requests_leave_no_reference_cycles(gateway, world, fake, upstre
                 for _ in range(3):
                     wait_usage(send(name))  # settled: the request has ended in the server
             found[name] = dict(garbage.found)
+    assert {name: counts for name, counts in found.items() if counts} == {}
+
+
+def test_refusals_and_failovers_leave_no_reference_cycles(gateway, world, fake, fake_b):
+    """What a gateway under attack or an outage answers most: refusals (an unknown key, an
+    unknown model, a malformed body) and a failover from a failing provider."""
+    failing = world.provider(fake_b, name="cycle-failing", priority=10)
+    steady = world.provider(fake, name="cycle-steady")
+    world.route(failing, "cycle-model")
+    world.route(steady, "cycle-model")
+    key = world.key()
+    cases = {
+        "unknown key": ({"authorization": "Bearer sk-nobody"}, CHAT, 401),
+        "unknown model": ({"authorization": f"Bearer {key}"}, {**CHAT, "model": "no-such-model"}, 404),
+        "malformed body": ({"authorization": f"Bearer {key}"}, {"model": "cycle-model"}, 400),
+        "failover": ({"authorization": f"Bearer {key}"}, CHAT, 200),
+    }
+    with httpx.Client(base_url=gateway.url, timeout=20) as client:
+
+        def send(name: str) -> None:
+            headers, body, status = cases[name]
+            if name == "failover":
+                fake_b.script({"status": 500})
+            response = client.post("/v1/chat/completions", json=body, headers=headers)
+            assert response.status_code == status, (name, response.text)
+            if status != 401:
+                wait_usage(response.headers["x-request-id"])
+
+        for name in cases:
+            send(name)
+        found = {}
+        for name in cases:
+            with ProjectGarbage() as garbage:
+                for _ in range(3):
+                    send(name)
+            found[name] = dict(garbage.found)
+    assert {name: counts for name, counts in found.items() if counts} == {}
+
+
+def test_web_search_rounds_leave_no_reference_cycles(gateway, world, fake, searxng):  # noqa: F811
+    """The gateway's own tool loop: a search round, then the answer (JSON and streamed)."""
+    world.route(world.provider(fake), "cycle-model")
+    key = world.key()
+    search = {"tool_call": {"name": "search", "arguments": {"query": "python language"}}}
+    with httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {key}"}, timeout=20) as client:
+
+        def send(stream: bool) -> None:
+            fake.script(search, {"reply": "Python is a programming language."})
+            body = {**CHAT, "web_search": True, "stream": stream}
+            response = client.post("/v1/chat/completions", json=body)
+            assert response.status_code == 200, response.text
+            assert "programming" in response.text
+            wait_usage(response.headers["x-request-id"])
+
+        send(False)
+        send(True)
+        found = {}
+        for stream in (False, True):
+            with ProjectGarbage() as garbage:
+                for _ in range(3):
+                    send(stream)
+            found["stream" if stream else "json"] = dict(garbage.found)
     assert {name: counts for name, counts in found.items() if counts} == {}
